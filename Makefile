@@ -1,0 +1,64 @@
+# Two commands matter: `make serve` and `make test`. Both build .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ROOT := $(shell id -u)
+
+.PHONY: serve test lint layering unit bench demo sysdeps proto clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# System packages for the privileged tests (WireGuard in namespaces, a throwaway PostgreSQL).
+# Only installed when running as root; otherwise those tests skip themselves (outside CI).
+sysdeps:
+ifeq ($(ROOT),0)
+	@missing=""; \
+	command -v wg >/dev/null || missing="$$missing wireguard-tools"; \
+	command -v wireguard-go >/dev/null || missing="$$missing wireguard-go"; \
+	command -v nft >/dev/null || missing="$$missing nftables"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v ping >/dev/null || missing="$$missing iputils-ping"; \
+	{ command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+else
+	@echo "not root: skipping system packages (privileged tests will skip)"
+endif
+
+serve: $(STAMP)
+	mkdir -p data
+	$(BIN)/discovery-service
+
+lint: $(STAMP)
+	$(BIN)/ruff check discovery membership storage kubespan tests bench
+	$(BIN)/ruff format --check discovery membership storage kubespan tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m discovery.proto.check
+
+layering: $(STAMP)
+	$(BIN)/lint-imports
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -x tests/membership tests/storage
+
+test: sysdeps $(STAMP) lint layering
+	$(BIN)/python -m pytest -q -ra
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+demo: sysdeps $(STAMP)
+	$(BIN)/python -m bench.demo
+
+proto: $(STAMP)
+	$(BIN)/python -m discovery.proto.generate
+
+clean:
+	rm -rf $(VENV) data .mypy_cache .ruff_cache

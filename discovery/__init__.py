@@ -1,0 +1,1 @@
+"""The discovery service: HTTP and gRPC front ends over one event-sourced core, plus clients."""

@@ -1,0 +1,64 @@
+"""`discovery-service`: flags mirror the DISCOVERY_* environment variables one to one."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from discovery.settings import Settings
+from storage.errors import StorageError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="discovery-service",
+        description="Event-sourced cluster discovery service (HTTP + Talos gRPC API).",
+        argument_default=argparse.SUPPRESS,
+    )
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = "DISCOVERY_" + name.upper()
+        default = field.default
+        help_text = f"{field.description or ''} (env {env}, default {default!r})".strip()
+        if field.annotation is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(flag, metavar=name.upper(), help=help_text)
+    return parser
+
+
+def load_settings(argv: Sequence[str] | None = None) -> Settings:
+    """Settings from flags over environment over defaults; exits 2 naming a bad field."""
+    args = vars(_parser().parse_args(argv))
+    try:
+        return Settings(**args)
+    except ValidationError as exc:
+        lines = [
+            f"  --{'.'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        print("discovery-service: invalid settings:\n" + "\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = load_settings(argv)
+    from discovery import logs
+    from discovery.server import serve
+
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        asyncio.run(serve(settings))
+    except StorageError as exc:
+        print(f"discovery-service: storage {settings.storage!r}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""HTTP: affiliates of a cluster, and the cluster's history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from discovery.deps import ServiceDep, path_id, rate_limit
+from discovery.schemas import (
+    AffiliateList,
+    AffiliateOut,
+    AffiliateUpdate,
+    History,
+    HistoryEvent,
+    RevisionResponse,
+    iso,
+)
+from membership.events import AffiliateUpdated, EndpointsExpired
+
+router = APIRouter(prefix="/v1/clusters", tags=["clusters"], dependencies=[Depends(rate_limit)])
+
+
+@router.put("/{cluster}/affiliates/{affiliate}", response_model=RevisionResponse)
+async def put_affiliate(
+    cluster: str, affiliate: str, body: AffiliateUpdate, service: ServiceDep
+) -> RevisionResponse:
+    """Create or update an affiliate; data replaces, endpoints merge. Durable on return."""
+    revision = await service.update_affiliate(
+        path_id(cluster, "cluster ID"),
+        path_id(affiliate, "affiliate ID"),
+        data=body.data,
+        endpoints=body.endpoints,
+        ttl=timedelta(seconds=body.ttl),
+    )
+    return RevisionResponse(revision=revision)
+
+
+@router.delete("/{cluster}/affiliates/{affiliate}", response_model=RevisionResponse)
+async def delete_affiliate(cluster: str, affiliate: str, service: ServiceDep) -> RevisionResponse:
+    """Delete an affiliate; deleting a missing one succeeds too."""
+    revision = await service.delete_affiliate(
+        path_id(cluster, "cluster ID"), path_id(affiliate, "affiliate ID")
+    )
+    return RevisionResponse(revision=revision)
+
+
+@router.get("/{cluster}/affiliates", response_model=AffiliateList)
+async def list_affiliates(cluster: str, service: ServiceDep) -> AffiliateList:
+    """Every live affiliate of the cluster, with the revision the list reflects."""
+    revision, affiliates = service.list_affiliates(path_id(cluster, "cluster ID"))
+    return AffiliateList(revision=revision, affiliates=[AffiliateOut.of(a) for a in affiliates])
+
+
+@router.get("/{cluster}/events", response_model=History)
+async def history(
+    cluster: str,
+    service: ServiceDep,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> History:
+    """The cluster's events after `after`, oldest first (audit and time travel)."""
+    horizon, entries = await service.history(path_id(cluster, "cluster ID"), after, limit)
+    events = []
+    for entry in entries:
+        affiliate = None
+        if isinstance(entry.event, AffiliateUpdated | EndpointsExpired):
+            affiliate = AffiliateOut.of(entry.event.affiliate)
+        events.append(
+            HistoryEvent(
+                revision=entry.revision,
+                type=entry.type,
+                recorded_at=iso(datetime.fromtimestamp(entry.recorded_at, UTC)),
+                affiliate_id=getattr(entry.event, "affiliate_id", None)
+                or (affiliate.id if affiliate else None),
+                affiliate=affiliate,
+            )
+        )
+    return History(horizon=horizon, events=events)

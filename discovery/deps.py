@@ -1,0 +1,52 @@
+"""FastAPI dependencies: the core, the client IP, the rate limit."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv6Address
+from typing import Annotated
+from urllib.parse import unquote
+
+from fastapi import Depends, Request
+
+from discovery import clientip
+from discovery.errors import InvalidArgument
+from discovery.service import DiscoveryService
+from discovery.settings import Settings
+
+
+def get_service(request: Request) -> DiscoveryService:
+    service: DiscoveryService = request.app.state.service
+    return service
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+ServiceDep = Annotated[DiscoveryService, Depends(get_service)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_client_ip(request: Request, settings: SettingsDep) -> IPv4Address | IPv6Address | None:
+    return clientip.resolve(
+        request.client.host if request.client else None,
+        request.headers.get,
+        trust_x_real_ip=settings.trust_x_real_ip,
+        trust_x_forwarded_for=settings.trust_x_forwarded_for,
+    )
+
+
+ClientIPDep = Annotated[IPv4Address | IPv6Address | None, Depends(get_client_ip)]
+
+
+def rate_limit(service: ServiceDep, client_ip: ClientIPDep) -> None:
+    service.check_rate(client_ip)
+
+
+def path_id(raw: str, what: str) -> str:
+    """Decode one percent-encoded path segment (IDs may contain '/', '+', '=')."""
+    try:
+        return unquote(raw, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"{what} is not valid percent-encoded UTF-8") from exc

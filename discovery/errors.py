@@ -1,0 +1,38 @@
+"""Errors the application core raises; each front end maps them to its own status codes.
+
+ServiceError
+├── InvalidArgument     the request is malformed (HTTP 400/422, gRPC INVALID_ARGUMENT)
+├── ResourceExhausted   a capacity limit was hit (HTTP 422, gRPC RESOURCE_EXHAUSTED)
+├── RateLimited         too many requests from one client IP (HTTP 429, gRPC RESOURCE_EXHAUSTED)
+└── NotReady            storage is unavailable or the projection is still loading (503, UNAVAILABLE)
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(ServiceError):
+    code = "invalid_argument"
+
+
+class ResourceExhausted(ServiceError):
+    code = "resource_exhausted"
+
+
+class RateLimited(ServiceError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotReady(ServiceError):
+    code = "unavailable"

@@ -1,0 +1,93 @@
+"""Fan-out of changes to watchers, without ever blocking the writer.
+
+Each watcher has a bounded queue. A watcher that falls behind is not dropped: its queue is
+discarded and it is marked lagging, and its stream then catches up from the event log
+(which has every event) before it goes live again. Memory per watcher stays bounded, and
+the writer's cost per event is one append per watcher of that cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from discovery.changes import Change, WatchSnapshot
+from discovery.projection import Projection
+
+
+class Subscription:
+    __slots__ = ("_wakeup", "capacity", "cluster_id", "lagging", "queue")
+
+    def __init__(self, cluster_id: str, capacity: int) -> None:
+        self.cluster_id = cluster_id
+        self.capacity = capacity
+        self.queue: deque[Change] = deque()
+        self.lagging = False
+        self._wakeup = asyncio.Event()
+
+    def offer(self, change: Change) -> None:
+        if self.lagging:
+            return
+        if len(self.queue) >= self.capacity:
+            self.lagging = True
+            self.queue.clear()
+        else:
+            self.queue.append(change)
+        self._wakeup.set()
+
+    async def wait(self, timeout: float | None) -> bool:
+        """Wait until there is something to do; False on timeout."""
+        if self.queue or self.lagging:
+            return True
+        self._wakeup.clear()
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+class WatchHub:
+    def __init__(self, projection: Projection, capacity: int) -> None:
+        self._projection = projection
+        self._capacity = capacity
+        self._subs: dict[str, set[Subscription]] = {}
+        self.lagged_total = 0
+        projection.add_listener(self._publish)
+
+    def _publish(self, cluster_id: str, change: Change) -> None:
+        for sub in self._subs.get(cluster_id, ()):
+            was_lagging = sub.lagging
+            sub.offer(change)
+            if sub.lagging and not was_lagging:
+                self.lagged_total += 1
+
+    def _snapshot(self, cluster_id: str) -> WatchSnapshot:
+        view = self._projection.views.get(cluster_id)
+        affiliates = tuple(view.affiliates.values()) if view is not None else ()
+        return WatchSnapshot(self._projection.head, affiliates)
+
+    def subscribe(self, cluster_id: str) -> tuple[Subscription, WatchSnapshot]:
+        """Register a watcher and take the cluster's snapshot in one step (no await between)."""
+        sub = Subscription(cluster_id, self._capacity)
+        self._subs.setdefault(cluster_id, set()).add(sub)
+        return sub, self._snapshot(cluster_id)
+
+    def resume_live(self, sub: Subscription) -> WatchSnapshot:
+        """Take a lagging watcher live again; it must replay the log up to the returned revision."""
+        sub.lagging = False
+        sub.queue.clear()
+        return self._snapshot(sub.cluster_id)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.cluster_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.cluster_id]
+
+    def watchers(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+    def watched_clusters(self) -> int:
+        return len(self._subs)

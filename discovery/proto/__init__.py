@@ -1,0 +1,1 @@
+"""Talos-compatible gRPC definitions (generated code is committed; see generate.py)."""

@@ -1,0 +1,87 @@
+"""Start and stop the core with its background work, in the right order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from discovery.clock import Clock, system_clock
+from discovery.leader import leadership_for
+from discovery.maintenance import Maintenance, MaintenanceOptions
+from discovery.service import CoreOptions, DiscoveryService
+from discovery.settings import Settings
+from storage import open_event_log
+from storage.base import EventLog
+from storage.errors import StorageError
+
+log = logging.getLogger("discovery")
+
+
+def core_options(settings: Settings) -> CoreOptions:
+    return CoreOptions(
+        limits=settings.limits(),
+        watch_buffer=settings.watch_buffer,
+        rate_limit=settings.rate_limit,
+        rate_burst=settings.rate_burst,
+        redirect_endpoint=settings.redirect_endpoint,
+        disable_client_ip=settings.disable_client_ip,
+    )
+
+
+class Runtime:
+    """The core plus its maintenance; `start` loads state, `stop` saves it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        event_log: EventLog | None = None,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.settings = settings
+        self._given_log = event_log
+        self._clock = clock
+        self.service: DiscoveryService | None = None
+        self.maintenance: Maintenance | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> DiscoveryService:
+        event_log = self._given_log or await open_event_log(self.settings.storage)
+        service = DiscoveryService(event_log, core_options(self.settings), clock=self._clock)
+        await service.load()
+        service.start_tail()
+        self.maintenance = Maintenance(
+            service,
+            leadership_for(event_log),
+            MaintenanceOptions(
+                gc_interval=self.settings.gc_interval,
+                snapshot_interval=self.settings.snapshot_interval,
+                retention=self.settings.retention,
+                heartbeat_interval=self.settings.heartbeat_interval,
+            ),
+        )
+        self._task = asyncio.create_task(self.maintenance.run(), name="maintenance")
+        self.service = service
+        return service
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        service, maintenance = self.service, self.maintenance
+        if service is None or maintenance is None:
+            return
+        if maintenance.is_leader:
+            # A final snapshot makes the next start fast; the liveness mark bounds the
+            # downtime credited then.
+            with contextlib.suppress(StorageError):
+                await asyncio.wait_for(maintenance.snapshot(), 10.0)
+            with contextlib.suppress(StorageError):
+                await service.log.mark_alive(service.clock())
+        await service.stop_tail()
+        with contextlib.suppress(StorageError):
+            await maintenance.leadership.release()
+        if self._given_log is None:
+            await service.log.aclose()
+        self.service = None

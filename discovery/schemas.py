@@ -1,0 +1,100 @@
+"""Pydantic request and response bodies of the HTTP API (the domain uses dataclasses)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from membership.model import Affiliate
+
+
+def _b64(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("is not valid standard base64") from exc
+
+
+Base64Bytes = Annotated[bytes, BeforeValidator(_b64)]
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HelloRequest(_Strict):
+    cluster_id: str
+    client_version: str = ""
+
+
+class HelloResponse(_Strict):
+    client_ip: str | None = Field(description="the client IP as the service sees it")
+    redirect: str | None = Field(description="an endpoint the client should use instead")
+    server_version: str
+
+
+class AffiliateUpdate(_Strict):
+    data: Base64Bytes | None = Field(None, description="sealed affiliate data, base64")
+    endpoints: list[Base64Bytes] = Field(default_factory=list, max_length=1024)
+    ttl: float = Field(gt=0, description="seconds until the affiliate expires")
+
+
+class RevisionResponse(_Strict):
+    revision: int
+
+
+class AffiliateOut(_Strict):
+    id: str
+    data: str
+    endpoints: list[str]
+    expires_at: str
+
+    @classmethod
+    def of(cls, affiliate: Affiliate) -> AffiliateOut:
+        return cls(
+            id=affiliate.id,
+            data=b64(affiliate.data),
+            endpoints=[b64(e.data) for e in affiliate.endpoints],
+            expires_at=iso(affiliate.expires_at),
+        )
+
+
+class AffiliateList(_Strict):
+    revision: int
+    affiliates: list[AffiliateOut]
+
+
+class HistoryEvent(_Strict):
+    revision: int
+    type: str
+    recorded_at: str
+    affiliate_id: str | None
+    affiliate: AffiliateOut | None
+
+
+class History(_Strict):
+    horizon: int = Field(description="events at or below this revision may have been compacted")
+    events: list[HistoryEvent]
+
+
+class ErrorBody(_Strict):
+    code: str
+    message: str
+
+
+class ErrorResponse(_Strict):
+    error: ErrorBody

@@ -1,0 +1,1 @@
+"""The kubespan node agent: a WireGuard full mesh built from discovery."""

@@ -1,0 +1,156 @@
+"""Serialisation of events and of projection snapshots (the only format storage sees).
+
+JSON keeps the log readable with the sqlite3/psql shells during an incident; blobs are
+standard base64 and times are integer microseconds since the Unix epoch (UTC), which is
+exact and sorts correctly.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from membership.events import (
+    AffiliateDeleted,
+    AffiliateExpired,
+    AffiliateRefreshed,
+    AffiliateUpdated,
+    DowntimeCredited,
+    EndpointsExpired,
+    Event,
+)
+from membership.model import Affiliate, ClusterView, Endpoint
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class CodecError(ValueError):
+    """Stored bytes that do not decode as an event or a snapshot."""
+
+
+def time_to_micros(at: datetime) -> int:
+    """Microseconds since the epoch; `at` must be timezone-aware."""
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
+def micros_to_time(micros: int) -> datetime:
+    """Inverse of time_to_micros, in UTC."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+def affiliate_to_dict(affiliate: Affiliate) -> dict[str, Any]:
+    """A JSON-ready form of an affiliate, with expiries."""
+    return {
+        "id": affiliate.id,
+        "data": _b64(affiliate.data),
+        "endpoints": [[_b64(e.data), time_to_micros(e.expires_at)] for e in affiliate.endpoints],
+        "expires_at": time_to_micros(affiliate.expires_at),
+    }
+
+
+def affiliate_from_dict(raw: Mapping[str, Any]) -> Affiliate:
+    """Inverse of affiliate_to_dict."""
+    return Affiliate(
+        id=raw["id"],
+        data=_unb64(raw["data"]),
+        endpoints=tuple(Endpoint(_unb64(d), micros_to_time(at)) for d, at in raw["endpoints"]),
+        expires_at=micros_to_time(raw["expires_at"]),
+    )
+
+
+def event_type(event: Event) -> str:
+    """The type name stored beside the payload."""
+    return type(event).__name__
+
+
+def encode_event(event: Event) -> bytes:
+    """The payload bytes of `event` (its type is stored separately)."""
+    body: dict[str, Any]
+    match event:
+        case AffiliateUpdated(affiliate=a) | EndpointsExpired(affiliate=a):
+            body = {"affiliate": affiliate_to_dict(a)}
+        case AffiliateRefreshed():
+            body = {
+                "affiliate_id": event.affiliate_id,
+                "expires_at": time_to_micros(event.expires_at),
+                "endpoint_expiries": [time_to_micros(t) for t in event.endpoint_expiries],
+            }
+        case AffiliateDeleted(affiliate_id=i) | AffiliateExpired(affiliate_id=i):
+            body = {"affiliate_id": i}
+        case DowntimeCredited():
+            body = {
+                "down_from": time_to_micros(event.down_from),
+                "down_until": time_to_micros(event.down_until),
+            }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_event(type_name: str, payload: bytes) -> Event:
+    """Inverse of encode_event; raises CodecError for unknown types or malformed payloads."""
+    try:
+        body = json.loads(payload)
+        match type_name:
+            case "AffiliateUpdated":
+                return AffiliateUpdated(affiliate=affiliate_from_dict(body["affiliate"]))
+            case "EndpointsExpired":
+                return EndpointsExpired(affiliate=affiliate_from_dict(body["affiliate"]))
+            case "AffiliateRefreshed":
+                return AffiliateRefreshed(
+                    affiliate_id=body["affiliate_id"],
+                    expires_at=micros_to_time(body["expires_at"]),
+                    endpoint_expiries=tuple(micros_to_time(t) for t in body["endpoint_expiries"]),
+                )
+            case "AffiliateDeleted":
+                return AffiliateDeleted(affiliate_id=body["affiliate_id"])
+            case "AffiliateExpired":
+                return AffiliateExpired(affiliate_id=body["affiliate_id"])
+            case "DowntimeCredited":
+                return DowntimeCredited(
+                    down_from=micros_to_time(body["down_from"]),
+                    down_until=micros_to_time(body["down_until"]),
+                )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CodecError(f"malformed {type_name} payload") from exc
+    raise CodecError(f"unknown event type {type_name!r}")
+
+
+def encode_snapshot(views: Iterable[ClusterView]) -> bytes:
+    """A snapshot of every cluster view, one JSON line per cluster (streamable)."""
+    lines = [
+        json.dumps(
+            {
+                "id": v.id,
+                "revision": v.revision,
+                "affiliates": [affiliate_to_dict(a) for a in v.affiliates.values()],
+            },
+            separators=(",", ":"),
+        )
+        for v in views
+    ]
+    return "\n".join(lines).encode()
+
+
+def decode_snapshot(blob: bytes) -> dict[str, ClusterView]:
+    """Inverse of encode_snapshot; raises CodecError when the blob is damaged."""
+    views: dict[str, ClusterView] = {}
+    try:
+        for line in blob.splitlines():
+            if not line:
+                continue
+            raw = json.loads(line)
+            affiliates = {a["id"]: affiliate_from_dict(a) for a in raw["affiliates"]}
+            views[raw["id"]] = ClusterView(raw["id"], affiliates, raw["revision"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CodecError("malformed snapshot") from exc
+    return views

@@ -1,0 +1,75 @@
+"""The facts the event log records, in the past tense.
+
+Events that change what a watcher sees carry the affiliate's full resulting state, so a
+watcher resuming from an old revision can be served straight from the log, without folding
+the cluster from the beginning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from membership.model import Affiliate
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AffiliateUpdated:
+    """An affiliate was created, or its data or its set of endpoints changed."""
+
+    affiliate: Affiliate
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AffiliateRefreshed:
+    """Only expiries moved: the affiliate's and each endpoint's (aligned with its endpoints)."""
+
+    affiliate_id: str
+    expires_at: datetime
+    endpoint_expiries: tuple[datetime, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AffiliateDeleted:
+    """A client deleted the affiliate."""
+
+    affiliate_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AffiliateExpired:
+    """Garbage collection removed the affiliate because its expiry passed."""
+
+    affiliate_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointsExpired:
+    """Some endpoints expired while the affiliate lives on; carries the remaining state."""
+
+    affiliate: Affiliate
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DowntimeCredited:
+    """The service was down from `down_from` to `down_until`; every expiry moves by that span.
+
+    Recorded once at start-up, so that downtime does not count against TTLs and replay stays
+    deterministic (the shift is a fact in the log, not a side effect of the wall clock).
+    """
+
+    down_from: datetime
+    down_until: datetime
+
+
+Event = (
+    AffiliateUpdated
+    | AffiliateRefreshed
+    | AffiliateDeleted
+    | AffiliateExpired
+    | EndpointsExpired
+    | DowntimeCredited
+)
+
+# Stream of events that concern every cluster; cluster ids are at least one byte long.
+GLOBAL_STREAM = ""

@@ -1,0 +1,25 @@
+"""Errors of the storage layer; no driver exception escapes a backend.
+
+StorageError
+├── Conflict            an append's base revision is stale: the stream moved on meanwhile
+├── StorageUnavailable  the database cannot be reached or the log is closed
+└── InvalidStorageURL   the storage URL names no known backend or is malformed
+"""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base of every storage error."""
+
+
+class Conflict(StorageError):
+    """An event of the stream was committed after the append's base revision."""
+
+
+class StorageUnavailable(StorageError):
+    """The backend cannot serve the call now (connection lost, closed); retry later."""
+
+
+class InvalidStorageURL(StorageError):
+    """The storage URL is not one of sqlite:///..., postgresql://..., memory://."""
