@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
+from discovery.errors import NotReady
 from discovery.leader import Leadership
 from discovery.service import DiscoveryService
 from membership.codec import encode_snapshot
@@ -38,35 +39,39 @@ class Maintenance:
         self.leadership = leadership
         self.options = options
         self.is_leader = False
+        self._next_gc = 0.0
+        self._next_snapshot = 0.0
 
     async def run(self) -> None:
         """Lead when possible; while leading, run the periodic jobs. Runs until cancelled."""
-        next_gc = next_snapshot = 0.0
         while True:
-            try:
-                if not self.is_leader or not await self.leadership.holds():
-                    self._set_leader(False)
-                    if await self.leadership.acquire():
-                        await self.credit_downtime()
-                        self._set_leader(True)
-                        next_gc = 0.0
-                        next_snapshot = time.monotonic() + self.options.snapshot_interval
-                if self.is_leader:
-                    await self.service.log.mark_alive(self.service.clock())
-                    now = time.monotonic()
-                    if now >= next_gc:
-                        await self.collect_garbage()
-                        next_gc = now + self.options.gc_interval
-                    if now >= next_snapshot:
-                        await self.snapshot()
-                        next_snapshot = now + self.options.snapshot_interval
-            except StorageError as exc:
-                log.warning("maintenance skipped", extra={"error": str(exc)})
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug here must not stop expiry for good
-                log.exception("maintenance failed")
             await asyncio.sleep(min(self.options.heartbeat_interval, self.options.gc_interval))
+            await self.step()
+
+    async def step(self) -> None:
+        """One pass: (re)acquire leadership, crediting downtime on acquisition, then the jobs
+        that are due. Run once before serving, so no write lands before the credit."""
+        try:
+            if not self.is_leader or not await self.leadership.holds():
+                self._set_leader(False)
+                if await self.leadership.acquire():
+                    await self.credit_downtime()
+                    self._set_leader(True)
+                    self._next_gc = 0.0
+                    self._next_snapshot = time.monotonic() + self.options.snapshot_interval
+            if self.is_leader:
+                await self.service.log.mark_alive(self.service.clock())
+                now = time.monotonic()
+                if now >= self._next_gc:
+                    await self.collect_garbage()
+                    self._next_gc = now + self.options.gc_interval
+                if now >= self._next_snapshot:
+                    await self.snapshot()
+                    self._next_snapshot = now + self.options.snapshot_interval
+        except (StorageError, NotReady) as exc:
+            log.warning("maintenance skipped", extra={"error": str(exc)})
+        except Exception:  # a bug here must not stop expiry for good
+            log.exception("maintenance failed")
 
     def _set_leader(self, leading: bool) -> None:
         if leading != self.is_leader:

@@ -61,6 +61,7 @@ class Runtime:
                 heartbeat_interval=self.settings.heartbeat_interval,
             ),
         )
+        await self.maintenance.step()
         self._task = asyncio.create_task(self.maintenance.run(), name="maintenance")
         self.service = service
         return service
