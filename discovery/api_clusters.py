@@ -19,6 +19,8 @@ from discovery.schemas import (
 )
 from membership.events import AffiliateUpdated, EndpointsExpired
 
+_TTL_CLAMP = 10.0**9
+
 router = APIRouter(prefix="/v1/clusters", tags=["clusters"], dependencies=[Depends(rate_limit)])
 
 
@@ -32,7 +34,8 @@ async def put_affiliate(
         path_id(affiliate, "affiliate ID"),
         data=body.data,
         endpoints=body.endpoints,
-        ttl=timedelta(seconds=body.ttl),
+        # Clamped so absurd values fail as "ttl is too large", not as a timedelta overflow.
+        ttl=timedelta(seconds=min(body.ttl, _TTL_CLAMP)),
     )
     return RevisionResponse(revision=revision)
 

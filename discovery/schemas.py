@@ -50,7 +50,7 @@ class HelloResponse(_Strict):
 class AffiliateUpdate(_Strict):
     data: Base64Bytes | None = Field(None, description="sealed affiliate data, base64")
     endpoints: list[Base64Bytes] = Field(default_factory=list, max_length=1024)
-    ttl: float = Field(gt=0, description="seconds until the affiliate expires")
+    ttl: float = Field(gt=0, allow_inf_nan=False, description="seconds until the affiliate expires")
 
 
 class RevisionResponse(_Strict):

@@ -1,0 +1,96 @@
+"""Run `discovery-service` as a real process on free ports, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServiceProcess:
+    """A discovery-service subprocess; `start()` waits for /readyz."""
+
+    storage: str
+    extra: Sequence[str] = ()
+    http_port: int = field(default_factory=free_port)
+    grpc_port: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    # A file, not a pipe: an undrained pipe fills up and blocks the service's logging.
+    log: tempfile._TemporaryFileWrapper[bytes] = field(
+        default_factory=lambda: tempfile.NamedTemporaryFile(prefix="discovery-", suffix=".log")
+    )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def argv(self) -> list[str]:
+        grpc = f"127.0.0.1:{self.grpc_port}" if self.grpc_port else ""
+        return [
+            sys.executable, "-m", "discovery",
+            "--storage", self.storage,
+            "--http-addr", f"127.0.0.1:{self.http_port}",
+            "--grpc-addr", grpc,
+            "--metrics-addr", "",
+            "--log-format", "text",
+            *self.extra,
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 30.0) -> ServiceProcess:
+        env = {**os.environ, **self.env}
+        self.proc = subprocess.Popen(
+            self.argv(), env=env, stdout=subprocess.DEVNULL, stderr=self.log
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"discovery-service exited early: {self.output()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError("discovery-service did not become ready")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks run, as in a crash or an OOM kill."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def output(self) -> str:
+        """Everything the service logged so far."""
+        with open(self.log.name, "rb") as f:
+            return f.read().decode(errors="replace")
