@@ -1,0 +1,181 @@
+"""Peer health and endpoint rotation, exactly as Talos' KubeSpan (reference 3.4, 3.5).
+
+A timeline for one peer with candidates [A, B] and defaults (15 s / 275 s):
+
+    t=0    no endpoint yet -> pick A (endpoint change at 0)         unknown
+    t=10   no handshake, 10 s < 15 s since the change               unknown
+    t=16   no handshake, 16 s since the change                      down -> pick B
+    t=20   handshake at 18 > change at 16                           up
+    ...    handshakes keep coming (keepalive 25 s, rekey 120 s)      up
+    t=h+275 no handshake for 275 s                                  down -> pick A (wraps)
+
+Rotation only happens when the caller runs a pass (Talos: 30 s ticker or any input
+change), so each dead candidate costs roughly one reconcile interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from membership.record import EndpointAddr
+
+
+class ConnectionState(StrEnum):
+    UNKNOWN = "unknown"
+    UP = "up"
+    DOWN = "down"
+
+
+@dataclass(frozen=True, slots=True)
+class Durations:
+    """Talos' EndpointConnectionTimeout and PeerDownInterval (180 + 5 + 90 s)."""
+
+    endpoint_timeout: timedelta = timedelta(seconds=15)
+    peer_down: timedelta = timedelta(seconds=275)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerStatus:
+    """What we know about one peer (Talos KubeSpanPeerStatus); None is Go's zero value."""
+
+    label: str = ""
+    endpoint: EndpointAddr | None = None
+    """The endpoint WireGuard currently uses (it may have roamed)."""
+    last_used_endpoint: EndpointAddr | None = None
+    """The endpoint we last told WireGuard to use."""
+    last_endpoint_change: datetime | None = None
+    last_handshake: datetime | None = None
+    rx: int = 0
+    tx: int = 0
+    state: ConnectionState = ConnectionState.UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStep:
+    """One reconcile pass for one peer: the new status and what to hand WireGuard."""
+
+    status: PeerStatus
+    wg_endpoint: EndpointAddr | None
+    """Endpoint to configure; None means "leave WireGuard's endpoint as it is"."""
+    endpoint_changed: bool
+
+
+def _handshake_after_change(status: PeerStatus) -> bool:
+    if status.last_handshake is None:
+        return False
+    return (
+        status.last_endpoint_change is None or status.last_handshake > status.last_endpoint_change
+    )
+
+
+def calculate_state(
+    status: PeerStatus, now: datetime, durations: Durations = Durations()
+) -> ConnectionState:
+    """Talos CalculateStateWithDurations; pure and idempotent."""
+    # A zero time is "infinitely long ago", as Go's saturating time.Sub makes it.
+    since_change = (
+        None if status.last_endpoint_change is None else now - status.last_endpoint_change
+    )
+    since_handshake = None if status.last_handshake is None else now - status.last_handshake
+    if since_change is None or since_change > durations.peer_down:
+        # Long past the last endpoint change: only handshake freshness matters.
+        up = since_handshake is not None and since_handshake < durations.peer_down
+        state = ConnectionState.UP if up else ConnectionState.DOWN
+    elif since_change < durations.endpoint_timeout:
+        # Still giving the new endpoint its chance to handshake.
+        up = _handshake_after_change(status)
+        state = ConnectionState.UP if up else ConnectionState.UNKNOWN
+    else:
+        up = _handshake_after_change(status)
+        state = ConnectionState.UP if up else ConnectionState.DOWN
+    if state is ConnectionState.DOWN and status.last_used_endpoint is None:
+        # We never configured an endpoint, so "down" would be a verdict on nothing.
+        state = ConnectionState.UNKNOWN
+    return state
+
+
+def update_from_wireguard(
+    status: PeerStatus,
+    *,
+    endpoint: EndpointAddr | None,
+    last_handshake: datetime | None,
+    rx: int,
+    tx: int,
+) -> PeerStatus:
+    """Copy what the device reports (Talos UpdateFromWireguard)."""
+    return replace(status, endpoint=endpoint, last_handshake=last_handshake, rx=rx, tx=tx)
+
+
+def should_change_endpoint(status: PeerStatus) -> bool:
+    """Rotate when down, or when we never set an endpoint."""
+    return status.state is ConnectionState.DOWN or status.last_used_endpoint is None
+
+
+def pick_new_endpoint(status: PeerStatus, endpoints: Sequence[EndpointAddr]) -> EndpointAddr | None:
+    """Next candidate round-robin after the last used one; None means "no change"."""
+    if not endpoints:
+        return None
+    if status.last_used_endpoint is None:
+        return endpoints[0]
+    if (
+        len(endpoints) == 1
+        and endpoints[0] == status.last_used_endpoint
+        and status.endpoint == status.last_used_endpoint
+    ):
+        # The only candidate is already in use: re-picking it would just restart the
+        # 15 s grace period forever and hide that the peer is down.
+        return None
+    try:
+        index = list(endpoints).index(status.last_used_endpoint)
+    except ValueError:
+        index = -1  # the endpoint vanished from the list: start over at [0]
+    return endpoints[(index + 1) % len(endpoints)]
+
+
+def update_endpoint(status: PeerStatus, endpoint: EndpointAddr, now: datetime) -> PeerStatus:
+    """Record that we hand `endpoint` to WireGuard now (Talos UpdateEndpoint)."""
+    return replace(
+        status,
+        endpoint=endpoint,
+        last_used_endpoint=endpoint,
+        last_endpoint_change=now,
+        state=ConnectionState.UNKNOWN,
+    )
+
+
+def wireguard_endpoint(status: PeerStatus) -> EndpointAddr | None:
+    """The re-establish rule: what to send WireGuard this pass (None = keep its own).
+
+    Re-send our endpoint when WireGuard has none or the same one (a failed or partial
+    apply). When WireGuard reports a different one, the peer roamed: WireGuard learned it
+    from an authenticated packet, so it is known to work and must be kept.
+    """
+    if status.last_used_endpoint is None:
+        return None
+    if status.endpoint is None or status.endpoint == status.last_used_endpoint:
+        return status.last_used_endpoint
+    return None
+
+
+def advance(
+    status: PeerStatus,
+    endpoints: Sequence[EndpointAddr],
+    now: datetime,
+    durations: Durations = Durations(),
+) -> PeerStep:
+    """One manager pass for one peer: compute state, rotate if needed, re-establish.
+
+    Call after update_from_wireguard. `endpoints` are the peer's candidates in published
+    order.
+    """
+    status = replace(status, state=calculate_state(status, now, durations))
+    changed = False
+    if should_change_endpoint(status):
+        new = pick_new_endpoint(status, endpoints)
+        if new is not None:
+            status = update_endpoint(status, new, now)
+            changed = True
+    return PeerStep(status, wireguard_endpoint(status), changed)
