@@ -14,12 +14,12 @@ from discovery.service import DiscoveryService
 from discovery.settings import Settings
 
 
-def get_service(request: Request) -> DiscoveryService:
+async def get_service(request: Request) -> DiscoveryService:
     service: DiscoveryService = request.app.state.service
     return service
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -28,7 +28,9 @@ ServiceDep = Annotated[DiscoveryService, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_client_ip(request: Request, settings: SettingsDep) -> IPv4Address | IPv6Address | None:
+async def get_client_ip(
+    request: Request, settings: SettingsDep
+) -> IPv4Address | IPv6Address | None:
     return clientip.resolve(
         request.client.host if request.client else None,
         request.headers.get,
@@ -40,7 +42,7 @@ def get_client_ip(request: Request, settings: SettingsDep) -> IPv4Address | IPv6
 ClientIPDep = Annotated[IPv4Address | IPv6Address | None, Depends(get_client_ip)]
 
 
-def rate_limit(service: ServiceDep, client_ip: ClientIPDep) -> None:
+async def rate_limit(service: ServiceDep, client_ip: ClientIPDep) -> None:
     service.check_rate(client_ip)
 
 

@@ -16,14 +16,19 @@ from discovery.projection import Projection
 
 
 class Subscription:
-    __slots__ = ("_wakeup", "capacity", "cluster_id", "lagging", "queue")
+    __slots__ = ("_wakeup", "capacity", "closed", "cluster_id", "lagging", "queue")
 
     def __init__(self, cluster_id: str, capacity: int) -> None:
         self.cluster_id = cluster_id
         self.capacity = capacity
         self.queue: deque[Change] = deque()
         self.lagging = False
+        self.closed = False
         self._wakeup = asyncio.Event()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wakeup.set()
 
     def offer(self, change: Change) -> None:
         if self.lagging:
@@ -37,7 +42,7 @@ class Subscription:
 
     async def wait(self, timeout: float | None) -> bool:
         """Wait until there is something to do; False on timeout."""
-        if self.queue or self.lagging:
+        if self.queue or self.lagging or self.closed:
             return True
         self._wakeup.clear()
         try:
@@ -53,6 +58,7 @@ class WatchHub:
         self._capacity = capacity
         self._subs: dict[str, set[Subscription]] = {}
         self.lagged_total = 0
+        self.closing = False
         projection.add_listener(self._publish)
 
     def _publish(self, cluster_id: str, change: Change) -> None:
@@ -70,6 +76,8 @@ class WatchHub:
     def subscribe(self, cluster_id: str) -> tuple[Subscription, WatchSnapshot]:
         """Register a watcher and take the cluster's snapshot in one step (no await between)."""
         sub = Subscription(cluster_id, self._capacity)
+        if self.closing:
+            sub.close()
         self._subs.setdefault(cluster_id, set()).add(sub)
         return sub, self._snapshot(cluster_id)
 
@@ -85,6 +93,13 @@ class WatchHub:
             subs.discard(sub)
             if not subs:
                 del self._subs[sub.cluster_id]
+
+    def close_all(self) -> None:
+        """End every watch stream now (shutdown): clients reconnect and resume elsewhere."""
+        self.closing = True
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.close()
 
     def watchers(self) -> int:
         return sum(len(s) for s in self._subs.values())

@@ -15,9 +15,9 @@ from datetime import timedelta
 from discovery.errors import NotReady
 from discovery.leader import Leadership
 from discovery.service import DiscoveryService
-from membership.codec import encode_snapshot
 from membership.commands import collect_garbage
 from membership.events import GLOBAL_STREAM, AffiliateExpired, DowntimeCredited
+from membership.snapshot import encode_snapshot
 from storage.errors import Conflict, StorageError
 
 log = logging.getLogger("discovery.maintenance")

@@ -75,6 +75,9 @@ async def serve(settings: Settings) -> None:
         )
         stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        # End watch streams first, or the HTTP server would wait out its grace period on
+        # them; clients resume from their last revision on another replica or after restart.
+        service.hub.close_all()
         for s in servers:
             s.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -25,11 +25,12 @@ from discovery.metrics import Metrics, parse_client_version
 from discovery.projection import Projection
 from discovery.ratelimit import RateLimiter
 from membership import commands
-from membership.codec import decode_event, decode_snapshot, encode_event, event_type
+from membership.codec import decode_event, encode_event, event_type
 from membership.errors import DomainError, TTLTooLarge
 from membership.events import Event
 from membership.limits import DEFAULT_LIMITS, Limits
 from membership.model import Affiliate, UpdateRequest
+from membership.snapshot import decode_snapshot
 from storage.base import EventLog, NewEvent, StoredEvent
 from storage.errors import Conflict, StorageError
 
@@ -185,13 +186,15 @@ class DiscoveryService:
         ttl: timedelta,
     ) -> int:
         """Create or update an affiliate durably; returns the revision the change is visible at."""
+        # Same order as upstream's validate.go, so a request with several bad fields gets
+        # the same message from both front ends and from the Talos service.
+        validate.cluster_id(cluster_id, self.limits)
         request = UpdateRequest(
             affiliate_id=validate.affiliate_id(affiliate_id, self.limits),
             data=validate.affiliate_data(data, self.limits),
             endpoints=validate.endpoints(endpoints, self.limits),
             ttl=ttl,
         )
-        validate.cluster_id(cluster_id, self.limits)
         return await self._decide_and_append(
             cluster_id,
             lambda: commands.update_affiliate(
@@ -307,6 +310,8 @@ class DiscoveryService:
                 if not await sub.wait(idle):
                     yield None
                     continue
+                if sub.closed:
+                    return
                 if sub.lagging:
                     self.metrics.watch_catchups.inc()
                     snapshot = self.hub.resume_live(sub)

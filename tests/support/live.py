@@ -43,7 +43,14 @@ async def live_server(
     service = await runtime.start()
     app = create_app(settings, service=service)
     server = _QuietServer(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False)
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
     )
     task = asyncio.create_task(server.serve())
     try:
@@ -54,6 +61,7 @@ async def live_server(
         port = server.servers[0].sockets[0].getsockname()[1]
         yield LiveServer(f"http://127.0.0.1:{port}", service, runtime)
     finally:
+        service.hub.close_all()
         server.should_exit = True
         await asyncio.gather(task, return_exceptions=True)
         await runtime.stop()

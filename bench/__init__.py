@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): load generators and the reports they print."""

@@ -1,0 +1,78 @@
+"""Start the servers under test as real processes and wait until they answer."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def service_argv(storage: str, port: int, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "discovery", "--storage", storage,
+        "--http-addr", f"127.0.0.1:{port}", "--grpc-addr", "", "--metrics-addr", "",
+        "--rate-limit", "0", "--log-level", "warning", *extra,
+    ]  # fmt: skip
+
+
+def uvicorn_argv(target: str, port: int) -> list[str]:
+    # The same server settings as the service: uvicorn's defaults (uvloop, httptools).
+    return [
+        sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
+        "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+@contextmanager
+def running(
+    argv: Sequence[str], port: int, ready_path: str = "/", timeout: float = 120.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `argv` until the block ends; waits until `ready_path` answers below 500."""
+    proc = subprocess.Popen(argv, env=dict(os.environ), stdout=subprocess.DEVNULL)
+    try:
+        wait_ready(proc, port, ready_path, timeout)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, timeout: float) -> float:
+    """Seconds until the server answered `path`; raises if it died or never did."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code < 500:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"{proc.args!r} did not answer within {timeout}s")
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process, from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0

@@ -1,0 +1,107 @@
+"""Binary snapshots of the projection: restart time must not grow with the number of events.
+
+Layout (all integers little-endian; times are microseconds since the Unix epoch):
+    b"KSNAP1"
+    per cluster:   u32 id length, id (UTF-8), u64 revision, u32 affiliate count
+    per affiliate: u16 id length, id, u32 data length, data, i64 expiry, u16 endpoint count
+    per endpoint:  u16 blob length, blob, i64 expiry
+Raw bytes rather than JSON with base64: a 100,000-affiliate snapshot decodes several times
+faster, and restart time is dominated by this decode.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from membership.codec import CodecError
+from membership.model import Affiliate, ClusterView, Endpoint
+
+MAGIC = b"KSNAP1"
+_CLUSTER = struct.Struct("<QI")
+_LEN32 = struct.Struct("<I")
+_LEN16 = struct.Struct("<H")
+_TIME_COUNT = struct.Struct("<qH")
+_TIME = struct.Struct("<q")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+def _micros(at: datetime) -> int:
+    return (at - _EPOCH) // _MICRO
+
+
+def encode_snapshot(views: Iterable[ClusterView]) -> bytes:
+    """Every cluster view as one blob; the inverse of decode_snapshot."""
+    out = [MAGIC]
+    for view in views:
+        cid = view.id.encode()
+        out += (_LEN32.pack(len(cid)), cid, _CLUSTER.pack(view.revision, len(view.affiliates)))
+        for a in view.affiliates.values():
+            aid = a.id.encode()
+            out += (_LEN16.pack(len(aid)), aid, _LEN32.pack(len(a.data)), a.data)
+            out.append(_TIME_COUNT.pack(_micros(a.expires_at), len(a.endpoints)))
+            for e in a.endpoints:
+                out += (_LEN16.pack(len(e.data)), e.data, _TIME.pack(_micros(e.expires_at)))
+    return b"".join(out)
+
+
+def decode_snapshot(blob: bytes) -> dict[str, ClusterView]:
+    """The cluster views in `blob`; raises CodecError when it is damaged or not a snapshot."""
+    if not blob.startswith(MAGIC):
+        raise CodecError("not a snapshot (bad magic)")
+    views: dict[str, ClusterView] = {}
+    times: dict[int, datetime] = {}
+
+    def when(micros: int) -> datetime:
+        # Endpoints usually share their affiliate's expiry: build each datetime once. A float
+        # of seconds holds microsecond precision exactly until the year 2242.
+        at = times.get(micros)
+        if at is None:
+            at = times[micros] = datetime.fromtimestamp(micros / 1_000_000, UTC)
+        return at
+
+    mv = memoryview(blob)
+    pos = len(MAGIC)
+    u16, u32, tc, tm, cl = (
+        _LEN16.unpack_from,
+        _LEN32.unpack_from,
+        _TIME_COUNT.unpack_from,
+        _TIME.unpack_from,
+        _CLUSTER.unpack_from,
+    )
+    try:
+        while pos < len(blob):
+            (n,) = u32(mv, pos)
+            cid = bytes(mv[pos + 4 : pos + 4 + n]).decode()
+            pos += 4 + n
+            revision, count = cl(mv, pos)
+            pos += _CLUSTER.size
+            affiliates: dict[str, Affiliate] = {}
+            for _ in range(count):
+                (n,) = u16(mv, pos)
+                aid = bytes(mv[pos + 2 : pos + 2 + n]).decode()
+                pos += 2 + n
+                (n,) = u32(mv, pos)
+                data = bytes(mv[pos + 4 : pos + 4 + n])
+                pos += 4 + n
+                expires, k = tc(mv, pos)
+                pos += _TIME_COUNT.size
+                endpoints = []
+                for _ in range(k):
+                    (n,) = u16(mv, pos)
+                    e = bytes(mv[pos + 2 : pos + 2 + n])
+                    pos += 2 + n
+                    (at,) = tm(mv, pos)
+                    pos += 8
+                    endpoints.append(Endpoint(e, when(at)))
+                if pos > len(blob):
+                    raise CodecError("truncated snapshot")
+                affiliates[aid] = Affiliate(aid, data, tuple(endpoints), when(expires))
+            views[cid] = ClusterView(cid, affiliates, revision)
+    except (struct.error, UnicodeDecodeError, OverflowError) as exc:
+        raise CodecError("damaged snapshot") from exc
+    if pos != len(blob):
+        raise CodecError("truncated snapshot")
+    return views
