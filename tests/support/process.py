@@ -34,7 +34,7 @@ class ServiceProcess:
     proc: subprocess.Popen[bytes] | None = None
     # A file, not a pipe: an undrained pipe fills up and blocks the service's logging.
     log: tempfile._TemporaryFileWrapper[bytes] = field(
-        default_factory=lambda: tempfile.NamedTemporaryFile(prefix="discovery-", suffix=".log")
+        default_factory=lambda: tempfile.NamedTemporaryFile(prefix="discovery-", suffix=".log")  # noqa: SIM115
     )
 
     @property
