@@ -14,6 +14,7 @@ from prometheus_client import make_asgi_app
 from discovery.app import create_app
 from discovery.runtime import Runtime
 from discovery.settings import Settings, parse_addr
+from discovery.tls import reload_on_change
 
 log = logging.getLogger("discovery")
 
@@ -42,6 +43,11 @@ def _uvicorn(app: object, addr: str, settings: Settings, *, tls: bool) -> _Serve
     return _Server(config)
 
 
+async def _started(server: _Server) -> None:
+    while not server.started and not server.should_exit:
+        await asyncio.sleep(0.05)
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down cleanly (final snapshot included)."""
     runtime = Runtime(settings)
@@ -64,6 +70,14 @@ async def serve(settings: Settings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         tasks = [asyncio.create_task(s.serve()) for s in servers]
+        reloader = None
+        if settings.tls_cert and settings.tls_key:
+            await _started(servers[0])
+            context = servers[0].config.ssl
+            if context is not None:
+                reloader = asyncio.create_task(
+                    reload_on_change(context, settings.tls_cert, settings.tls_key)
+                )
         log.info(
             "service started",
             extra={
@@ -82,6 +96,8 @@ async def serve(settings: Settings) -> None:
             s.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
         stopped.cancel()
+        if reloader is not None:
+            reloader.cancel()
         failed = [t for t in done if t is not stopped and t.exception() is not None]
         if failed or any(not s.started for s in servers):
             raise SystemExit("a listener failed to start (is the port in use?)")

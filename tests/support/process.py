@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -31,15 +32,18 @@ class ServiceProcess:
     http_port: int = field(default_factory=free_port)
     grpc_port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+    scheme: str = "http"
+    # What the readiness probe trusts: a CA file for a self-signed certificate.
+    verify: ssl.SSLContext | bool = True
     proc: subprocess.Popen[bytes] | None = None
     # A file, not a pipe: an undrained pipe fills up and blocks the service's logging.
-    log: tempfile._TemporaryFileWrapper[bytes] = field(
-        default_factory=lambda: tempfile.NamedTemporaryFile(prefix="discovery-", suffix=".log")  # noqa: SIM115
+    log_path: str = field(
+        default_factory=lambda: tempfile.mkstemp(prefix="discovery-", suffix=".log")[1]
     )
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{self.scheme}://127.0.0.1:{self.http_port}"
 
     def argv(self) -> list[str]:
         grpc = f"127.0.0.1:{self.grpc_port}" if self.grpc_port else ""
@@ -55,20 +59,29 @@ class ServiceProcess:
 
     def start(self, timeout: float = 30.0) -> ServiceProcess:
         env = {**os.environ, **self.env}
-        self.proc = subprocess.Popen(
-            self.argv(), env=env, stdout=subprocess.DEVNULL, stderr=self.log
-        )
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv(), env=env, stdout=subprocess.DEVNULL, stderr=log
+            )
+        try:
+            return self._wait_ready(timeout)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _wait_ready(self, timeout: float) -> ServiceProcess:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"discovery-service exited early: {self.output()[-2000:]}")
             try:
-                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
+                ready = httpx.get(self.url + "/readyz", timeout=1.0, verify=self.verify)
+                if ready.status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        self.kill()
         raise RuntimeError("discovery-service did not become ready")
 
     def kill(self) -> None:
@@ -88,9 +101,10 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        os.unlink(self.log_path)
         return self.proc.returncode
 
     def output(self) -> str:
         """Everything the service logged so far."""
-        with open(self.log.name, "rb") as f:
+        with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")

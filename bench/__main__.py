@@ -1,0 +1,102 @@
+"""`make bench`: run the benchmarks, print a table, write bench/results/<name>.json.
+
+python -m bench                 # everything that can run here
+python -m bench http restart    # only these
+python -m bench --quick         # smaller sizes, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if "model name" in line), cpu)
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "load_average": os.getloadavg(),
+    }
+
+
+def _benchmarks(quick: bool) -> dict[str, Callable[[], Awaitable[dict[str, Any]]]]:
+    def lazy(module: str, **kwargs: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
+        def start() -> Awaitable[dict[str, Any]]:
+            run: Callable[..., Awaitable[dict[str, Any]]] = importlib.import_module(module).run
+            return run(**kwargs)
+
+        return start
+
+    marks: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+        "http": lazy("bench.http_update", **({"duration": 2.0, "rounds": 1} if quick else {})),
+        "fanout": lazy(
+            "bench.watch_fanout",
+            **({"watchers": 500, "clusters": 50, "rate": 100.0, "duration": 5.0} if quick else {}),
+        ),
+        "restart": lazy("bench.restart", affiliates=5_000 if quick else 100_000),
+    }
+    if importlib.util.find_spec("bench.grpc_update") is not None:
+        marks["grpc"] = lazy("bench.grpc_update", **({"duration": 2.0} if quick else {}))
+    if importlib.util.find_spec("bench.replicas") is not None:
+        marks["replicas"] = lazy("bench.replicas", **({"duration": 2.0} if quick else {}))
+    can_mesh = os.geteuid() == 0 and all(shutil.which(t) for t in ("wg", "wireguard-go", "ip"))
+    if can_mesh and importlib.util.find_spec("bench.mesh") is not None:
+        marks["mesh"] = lazy("bench.mesh", nodes=5 if quick else 20)
+    return marks
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    args = parser.parse_args(argv)
+    marks = _benchmarks(args.quick)
+    unknown = set(args.names) - set(marks)
+    if unknown:
+        parser.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {sorted(marks)}")
+    RESULTS.mkdir(exist_ok=True)
+    machine = _machine()
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}")
+    for name in args.names or list(marks):
+        started = time.monotonic()
+        print(f"\n== {name} ==", flush=True)
+        try:
+            result = asyncio.run(marks[name]())
+        except Exception as exc:  # one failing benchmark must not hide the others
+            print(f"  failed: {exc!r}", file=sys.stderr)
+            continue
+        report = {
+            "benchmark": name,
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "seconds": round(time.monotonic() - started, 1),
+            "machine": machine,
+            "quick": args.quick,
+            "result": result,
+        }
+        (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
