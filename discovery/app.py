@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from discovery import api_clusters, api_meta, api_watch, http_errors
 from discovery.clock import Clock, system_clock
+from discovery.http_metrics import RequestMetrics
 from discovery.middleware import BodyLimit, RawIDPath
 from discovery.runtime import Runtime
 from discovery.service import DiscoveryService
@@ -52,6 +53,7 @@ def create_app(
     app.include_router(api_meta.router)
     app.include_router(api_clusters.router)
     app.include_router(api_watch.router)
+    app.add_middleware(RequestMetrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RawIDPath)
     return app

@@ -8,7 +8,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -39,6 +47,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # Process and runtime metrics, as upstream exports through the default registry.
+        ProcessCollector(registry=r)
+        r.register(PLATFORM_COLLECTOR)
+        r.register(GC_COLLECTOR)
         self.hello = Counter(
             "discovery_server_hello_requests",
             "Hello requests by client version",
@@ -84,6 +96,25 @@ class Metrics:
         )
         self.leader = Gauge(
             "discovery_leader", "1 when this replica runs GC and snapshots", registry=r
+        )
+        # The gRPC families and labels of go-grpc-middleware's Prometheus provider, which
+        # upstream exports, so existing dashboards work unchanged.
+        grpc_labels = ["grpc_type", "grpc_service", "grpc_method"]
+        self.grpc_started = Counter(
+            "grpc_server_started", "RPCs started on the server", grpc_labels, registry=r
+        )
+        self.grpc_handled = Counter(
+            "grpc_server_handled",
+            "RPCs completed on the server, regardless of success or failure",
+            [*grpc_labels, "grpc_code"],
+            registry=r,
+        )
+        self.grpc_seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Time to handle an RPC until it completed on the server",
+            grpc_labels,
+            buckets=(0.01, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
         )
 
     def watch_state(self, read: Callable[[], dict[str, float]]) -> None:

@@ -26,13 +26,15 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _uvicorn(app: object, addr: str, settings: Settings, *, tls: bool) -> _Server:
+def _uvicorn(
+    app: object, addr: str, settings: Settings, *, tls: bool, lifespan: str = "on"
+) -> _Server:
     host, port = parse_addr(addr)
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=host or "0.0.0.0",
         port=port or 0,
-        lifespan="on",
+        lifespan=lifespan,
         log_config=None,
         access_log=False,
         server_header=False,
@@ -59,7 +61,9 @@ async def serve(settings: Settings) -> None:
         servers.append(_uvicorn(app, settings.http_addr, settings, tls=True))
         if settings.metrics_addr:
             metrics_app = make_asgi_app(service.metrics.registry)
-            servers.append(_uvicorn(metrics_app, settings.metrics_addr, settings, tls=False))
+            servers.append(
+                _uvicorn(metrics_app, settings.metrics_addr, settings, tls=False, lifespan="off")
+            )
         if settings.grpc_addr:
             from discovery.grpc_server import start_grpc_server
 

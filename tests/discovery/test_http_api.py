@@ -329,3 +329,21 @@ async def test_chunked_body_over_the_limit_is_refused(client: httpx.AsyncClient)
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "payload_too_large"
     assert (await client.get(path("c") + "/affiliates")).json()["affiliates"] == []
+
+
+async def test_requests_are_counted_by_route_and_status() -> None:
+    app = create_app(Settings(rate_limit=0), event_log=MemoryEventLog())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            await client.put(path("c/x", "a"), json={"data": b64(b"x"), "ttl": 60})
+            await client.put(path("c/x", "a"), json={"ttl": -1})
+            await client.get("/nowhere")
+        text = generate_latest(app.state.service.metrics.registry).decode()
+    assert (
+        'discovery_requests_total{api="http",code="200",operation="put_affiliate"} 1.0' in text
+    )
+    assert (
+        'discovery_requests_total{api="http",code="422",operation="put_affiliate"} 1.0' in text
+    )
+    assert 'operation="unmatched"' in text
