@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Generator
+from typing import Literal
 
 import uvicorn
 from prometheus_client import make_asgi_app
@@ -27,7 +28,12 @@ class _Server(uvicorn.Server):
 
 
 def _uvicorn(
-    app: object, addr: str, settings: Settings, *, tls: bool, lifespan: str = "on"
+    app: object,
+    addr: str,
+    settings: Settings,
+    *,
+    tls: bool,
+    lifespan: Literal["on", "off"] = "on",
 ) -> _Server:
     host, port = parse_addr(addr)
     config = uvicorn.Config(
