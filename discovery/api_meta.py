@@ -42,7 +42,9 @@ async def healthz() -> dict[str, str]:
 async def readyz(service: ServiceDep) -> JSONResponse:
     """200 once the state is loaded and the event log answers; 503 otherwise."""
     if service.ready:
-        return JSONResponse({"status": "ready", "revision": service.projection.head})
+        return JSONResponse(
+            {"status": "ready", "revision": service.projection.head, "leader": service.leader}
+        )
     reason = "loading" if not service.loaded else "event log unavailable"
     return JSONResponse({"error": {"code": "unavailable", "message": reason}}, status_code=503)
 

@@ -77,6 +77,7 @@ class Maintenance:
         if leading != self.is_leader:
             log.info("leadership " + ("acquired" if leading else "lost"))
         self.is_leader = leading
+        self.service.leader = leading
         self.service.metrics.leader.set(1 if leading else 0)
 
     async def credit_downtime(self) -> None:

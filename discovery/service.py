@@ -87,6 +87,8 @@ class DiscoveryService:
         self.limiter = RateLimiter(self.options.rate_limit, self.options.rate_burst)
         self.loaded = False
         self.storage_ok = True
+        # Whether this replica runs GC and snapshots (set by the maintenance loop).
+        self.leader = False
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._tail_task: asyncio.Task[None] | None = None
         self.metrics.watch_state(self._state_gauges)

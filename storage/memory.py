@@ -28,10 +28,13 @@ class MemoryEventLog:
         self, stream: str, events: Sequence[NewEvent], *, base_revision: int | None = None
     ) -> int:
         self._check_open()
-        if base_revision is not None and any(
-            e.stream == stream and e.revision > base_revision for e in reversed(self._events)
-        ):
-            raise Conflict(f"stream {stream!r} changed after revision {base_revision}")
+        if base_revision is not None:
+            # Newest first, so the scan stops at the base instead of walking the whole log.
+            for stored in reversed(self._events):
+                if stored.revision <= base_revision:
+                    break
+                if stored.stream == stream:
+                    raise Conflict(f"stream {stream!r} changed after revision {base_revision}")
         now = datetime.now(UTC)
         for event in events:
             self._head += 1
@@ -62,12 +65,16 @@ class MemoryEventLog:
         return self._horizon
 
     async def wait_for(self, after: int, timeout: float | None = None) -> bool:
-        while self._head <= after:
-            self._check_open()
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
-            except TimeoutError:
-                return self._head > after
+        # Closed is closed, even when the answer is already known.
+        self._check_open()
+        try:
+            # One deadline for the whole wait, however many wake-ups it takes.
+            async with asyncio.timeout(timeout):
+                while self._head <= after:
+                    self._check_open()
+                    await self._changed.wait()
+        except TimeoutError:
+            return self._head > after
         return True
 
     async def save_snapshot(self, revision: int, blob: bytes) -> None:

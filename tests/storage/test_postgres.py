@@ -1,0 +1,224 @@
+"""The PostgreSQL backend: the shared contract, plus what only several replicas can show."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import anyio
+import asyncpg
+import pytest
+
+from storage.base import NewEvent
+from storage.errors import Conflict, StorageUnavailable
+from storage.postgres import PostgresEventLog
+from tests.storage.contract import EventLogContract, Opener
+from tests.support.postgres import PostgresServer
+
+pytestmark = pytest.mark.postgres
+
+OpenLog = Callable[..., Awaitable[PostgresEventLog]]
+
+
+@pytest.fixture
+async def open_pg(postgres_db: str) -> AsyncIterator[OpenLog]:
+    """Opens instances (each its own pool, like a replica) on this test's database."""
+    opened: list[PostgresEventLog] = []
+
+    async def open_(pool_size: int = 10, poll_interval: float = 1.0) -> PostgresEventLog:
+        log = await PostgresEventLog.open(
+            postgres_db, pool_size=pool_size, poll_interval=poll_interval
+        )
+        opened.append(log)
+        return log
+
+    yield open_
+    for log in opened:
+        await log.aclose()
+
+
+class TestPostgresEventLog(EventLogContract):
+    persistent = True
+
+    @pytest.fixture
+    def open_log(self, postgres_db: str) -> Opener:
+        return lambda: PostgresEventLog.open(postgres_db)
+
+
+def _events(*payloads: bytes) -> list[NewEvent]:
+    return [NewEvent("Test", payload) for payload in payloads]
+
+
+@pytest.mark.anyio
+async def test_concurrent_replicas_and_a_tailing_reader(open_pg: OpenLog) -> None:
+    writers = [await open_pg(pool_size=4) for _ in range(4)]
+    reader = await open_pg()
+    tasks_per_writer, batches = 6, 8
+    sent: set[bytes] = set()
+    for w in range(len(writers)):
+        for t in range(tasks_per_writer):
+            for b in range(batches):
+                sent.update(f"{w}/{t}/{b}/{i}".encode() for i in range(1 + b % 3))
+
+    async def write(w: int, t: int) -> None:
+        for b in range(batches):
+            batch = _events(*(f"{w}/{t}/{b}/{i}".encode() for i in range(1 + b % 3)))
+            last = await writers[w].append(f"stream-{w}-{t}", batch)
+            assert last >= len(batch)
+
+    seen: list[bytes] = []
+
+    async def tail() -> None:
+        position = 0
+        while len(seen) < len(sent):
+            assert await reader.wait_for(position, timeout=30)
+            for event in await reader.read(position, 50):
+                # Gap-free and in order while appends are still committing: a revision that
+                # committed late would show up here as a skipped number.
+                assert event.revision == position + 1
+                position = event.revision
+                seen.append(event.data)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tail)
+        for w in range(len(writers)):
+            for t in range(tasks_per_writer):
+                tg.start_soon(write, w, t)
+
+    assert len(seen) == len(set(seen)) == len(sent)
+    assert set(seen) == sent
+    assert await reader.head() == len(sent)
+
+
+@pytest.mark.anyio
+async def test_notify_wakes_a_waiter_in_another_instance(open_pg: OpenLog) -> None:
+    writer = await open_pg()
+    # A long poll interval: only a notification can wake the waiter quickly.
+    waiter = await open_pg(poll_interval=60)
+    head = await writer.append("s", _events(b"1"))
+    async with anyio.create_task_group() as tg:
+        woke_after: list[float] = []
+
+        async def wait() -> None:
+            start = anyio.current_time()
+            assert await waiter.wait_for(head, timeout=10)
+            woke_after.append(anyio.current_time() - start)
+
+        tg.start_soon(wait)
+        await anyio.sleep(0.1)
+        await writer.append("s", _events(b"2"))
+    assert woke_after[0] < 2
+
+
+@pytest.mark.anyio
+async def test_replicas_creating_the_schema_at_once(postgres_db: str) -> None:
+    logs = await asyncio.gather(*(PostgresEventLog.open(postgres_db) for _ in range(6)))
+    try:
+        assert [await log.head() for log in logs] == [0] * 6
+    finally:
+        for log in logs:
+            await log.aclose()
+
+
+@pytest.mark.anyio
+async def test_unreachable_server_is_unavailable() -> None:
+    # A bound socket that never listens: connections to its port are refused.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        with pytest.raises(StorageUnavailable):
+            await PostgresEventLog.open(f"postgresql://postgres@127.0.0.1:{port}/none")
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10) -> bool:
+    # The server releases a session's locks when its backend exits, a moment after the client
+    # closed the socket.
+    with anyio.move_on_after(timeout):
+        while not await check():
+            await anyio.sleep(0.05)
+        return True
+    return False
+
+
+@pytest.mark.anyio
+async def test_only_one_instance_leads(open_pg: OpenLog) -> None:
+    a, b = await open_pg(), await open_pg()
+    assert await a.try_acquire_leadership("gc")
+    assert await a.try_acquire_leadership("gc")  # idempotent
+    assert not await b.try_acquire_leadership("gc")
+    assert (await a.is_leader("gc"), await b.is_leader("gc")) == (True, False)
+    assert await b.try_acquire_leadership("other")  # names are independent
+
+    await a.aclose()
+    assert await _eventually(lambda: b.try_acquire_leadership("gc"))
+    assert await b.is_leader("gc")
+
+    c = await open_pg()
+    await b.release_leadership("gc")
+    await b.release_leadership("gc")  # idempotent
+    assert not await b.is_leader("gc")
+    assert await _eventually(lambda: c.try_acquire_leadership("gc"))
+
+
+@pytest.mark.anyio
+async def test_leadership_ends_with_its_connection(postgres_db: str, open_pg: OpenLog) -> None:
+    a, b = await open_pg(), await open_pg()
+    assert await a.try_acquire_leadership("gc")
+    admin = await asyncpg.connect(postgres_db)
+    try:
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
+            "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+        )
+        assert killed == 1
+    finally:
+        await admin.close()
+    assert await _eventually(lambda: b.try_acquire_leadership("gc"))
+    assert not await a.is_leader("gc")
+
+
+@pytest.mark.anyio
+async def test_server_restart(postgres_server: PostgresServer) -> None:
+    a = await PostgresEventLog.open(postgres_server.url)
+    b = await PostgresEventLog.open(postgres_server.url, poll_interval=60)
+    try:
+        assert await a.append("s", _events(b"1", b"2")) == 2
+        assert await a.try_acquire_leadership("gc")
+
+        await anyio.to_thread.run_sync(postgres_server.stop)  # immediate: a crash to clients
+        for call in (
+            lambda: a.append("s", _events(b"lost")),
+            lambda: a.append("s", _events(b"lost"), base_revision=0),
+            lambda: a.read(0, 10),
+            a.head,
+            lambda: b.wait_for(2, timeout=1),
+            lambda: a.try_acquire_leadership("other"),
+        ):
+            with pytest.raises(StorageUnavailable):
+                await call()
+        assert not await a.is_leader("gc")
+
+        await anyio.to_thread.run_sync(postgres_server.start)
+        # The same instances work again, and the acknowledged events survived the crash.
+        assert [e.data for e in await b.read(0, 10)] == [b"1", b"2"]
+        with pytest.raises(Conflict):
+            await a.append("s", _events(b"x"), base_revision=1)
+
+        # b's LISTEN connection came back by itself: it wakes without polling.
+        woke_after: list[float] = []
+
+        async def wait() -> None:
+            start = anyio.current_time()
+            assert await b.wait_for(2, timeout=20)
+            woke_after.append(anyio.current_time() - start)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.sleep(0.1)
+            assert await a.append("s", _events(b"3")) == 3
+        assert woke_after[0] < 10
+        assert await a.try_acquire_leadership("gc")
+    finally:
+        await a.aclose()
+        await b.aclose()
