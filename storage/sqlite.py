@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -29,6 +30,7 @@ _T = TypeVar("_T")
 # Bounds one transaction's size (and the latency of the first request in it); under load the
 # next batch is already queued when this one commits, so a larger cap buys little.
 _MAX_BATCH = 512
+_RECENT = 4096
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _SCHEMA = """
@@ -110,6 +112,10 @@ class SqliteEventLog:
         self._head = head
         self._horizon = horizon
         self._pending: deque[_Append | _Job[Any]] = deque()
+        # The newest events this process committed. A tailing reader (the service's own
+        # projection) asks for exactly these next, so they are served without a database round
+        # trip; revisions in it are dense because this process is the only writer.
+        self._recent: deque[StoredEvent] = deque(maxlen=_RECENT)
         self._wakeup = asyncio.Event()
         self._changed = asyncio.Event()
         self._closed = False
@@ -171,6 +177,10 @@ class SqliteEventLog:
         self._check_open()
         if limit <= 0:  # SQLite reads a negative LIMIT as "no limit"
             return []
+        recent = self._recent
+        if stream is None and recent and recent[0].revision <= after + 1 <= recent[-1].revision:
+            start = after + 1 - recent[0].revision
+            return list(islice(recent, start, start + limit))
         with _driver_errors():
             if stream is None:
                 sql = f"{_COLUMNS} WHERE revision > ? ORDER BY revision LIMIT ?"
@@ -236,6 +246,7 @@ class SqliteEventLog:
             await w.execute("COMMIT")
             if count:
                 self._horizon = max(self._horizon, top)
+                self._recent.clear()
             return int(count)
 
         return await self._write(run)
@@ -319,7 +330,7 @@ class SqliteEventLog:
         if not batch:
             return
         try:
-            outcomes, head = await self._write_batch(batch)
+            outcomes, head, rows = await self._write_batch(batch)
         except Exception as exc:
             await self._rollback()
             err = _translate(exc)
@@ -332,6 +343,12 @@ class SqliteEventLog:
                 _fail(request.done, err)
             return
         # Only now is the batch durable: acknowledge it, then wake the tailing readers.
+        if rows and self._recent and self._recent[-1].revision + 1 != rows[0][0]:
+            self._recent.clear()
+        self._recent.extend(
+            StoredEvent(rev, stream, kind, data, _from_micros(at))
+            for rev, stream, kind, data, at in rows
+        )
         self._head = head
         for request, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, Conflict):
@@ -341,7 +358,9 @@ class SqliteEventLog:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    async def _write_batch(self, batch: list[_Append]) -> tuple[list[int | Conflict], int]:
+    async def _write_batch(
+        self, batch: list[_Append]
+    ) -> tuple[list[int | Conflict], int, list[tuple[int, str, str, bytes, int]]]:
         w = self._writer
         await w.execute("BEGIN IMMEDIATE")
         stale = await self._stale({(r.stream, r.base_revision) for r in batch})
@@ -365,7 +384,7 @@ class SqliteEventLog:
         if rows:
             await w.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows)
         await w.execute("COMMIT")
-        return outcomes, revision
+        return outcomes, revision, rows
 
     async def _stale(self, checks: set[tuple[str, int | None]]) -> set[tuple[str, int]]:
         """The (stream, base_revision) pairs that some committed event of the stream is above."""

@@ -1,0 +1,242 @@
+"""Per-call plumbing of the gRPC front end, in upstream's interceptor order (reference §4):
+request log -> rate limit -> Prometheus -> panic recovery, around every unary call and
+around each stream.
+
+This wraps method handlers instead of using `grpc.aio.ServerInterceptor`: a wrapped handler
+sees the request (the log names its cluster) and decodes it itself, so a malformed message is
+logged and counted like any other failed call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from discovery import clientip
+from discovery.clientip import IPAddress
+from discovery.errors import InvalidArgument, NotReady, RateLimited, ResourceExhausted, ServiceError
+from discovery.service import DiscoveryService
+from discovery.settings import Settings
+
+log = logging.getLogger("discovery.grpc")
+
+Request = TypeVar("Request", bound=Message)
+Result = TypeVar("Result")
+
+_STATUS: dict[type[ServiceError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    NotReady: grpc.StatusCode.UNAVAILABLE,
+}
+
+# Failures that are the server's fault; everything else is the caller's doing (or its choice).
+_SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+# Request fields upstream's logger adds when the request has them.
+_LOGGED_FIELDS = ("cluster_id", "affiliate_id", "client_version")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a servicer method needs to know about its call besides the request."""
+
+    context: grpc.aio.ServicerContext
+    peer: str
+    client_ip: IPAddress | None
+
+
+UnaryBehavior = Callable[[Request, Call], Awaitable[Message]]
+StreamBehavior = Callable[[Request, Call], Awaitable[None]]
+
+
+def peer_address(peer: str) -> str | None:
+    """ "ip:port" from grpc's peer string: "ipv4:1.2.3.4:5", "ipv6:[::1]:5" or, in newer
+    grpc releases, percent-encoded "ipv6:%5B::1%5D:5". None for other transports."""
+    scheme, _, address = peer.partition(":")
+    if scheme not in ("ipv4", "ipv6"):
+        return None
+    return unquote(address)
+
+
+def _host(address: str | None) -> str | None:
+    return address.rpartition(":")[0] if address else None
+
+
+def _metadata_getter(context: grpc.aio.ServicerContext) -> Callable[[str], str | None]:
+    def get(name: str) -> str | None:
+        metadata: Sequence[tuple[str, str | bytes]] = context.invocation_metadata() or ()
+        for key, value in metadata:
+            if key == name and isinstance(value, str):
+                return value
+        return None
+
+    return get
+
+
+class _MethodMetrics:
+    """The metric children of one method, looked up once instead of on every call."""
+
+    def __init__(self, service: DiscoveryService, kind: str, grpc_service: str, method: str):
+        metrics = service.metrics
+        self.labels = (kind, grpc_service, method)
+        self.started = metrics.grpc_started.labels(*self.labels)
+        self.seconds = metrics.grpc_seconds.labels(*self.labels)
+        self._metrics = metrics
+        self._by_code: dict[str, tuple[Any, Any]] = {}
+
+    def handled(self, code: grpc.StatusCode, elapsed: float) -> None:
+        children = self._by_code.get(code.name)
+        if children is None:
+            kind, grpc_service, method = self.labels
+            children = self._by_code[code.name] = (
+                self._metrics.grpc_handled.labels(kind, grpc_service, method, code.name),
+                self._metrics.requests.labels("grpc", method, code.name),
+            )
+        for counter in children:
+            counter.inc()
+        self.seconds.observe(elapsed)
+
+
+class CallHandlers:
+    """Builds grpc method handlers that run a servicer method inside the per-call plumbing."""
+
+    def __init__(self, service: DiscoveryService, settings: Settings, grpc_service: str) -> None:
+        self._service = service
+        self._settings = settings
+        self._grpc_service = grpc_service
+
+    def unary(
+        self, method: str, request_type: type[Request], behavior: UnaryBehavior[Request]
+    ) -> grpc.RpcMethodHandler:
+        metrics = _MethodMetrics(self._service, "unary", self._grpc_service, method)
+
+        async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            response = await self._handle(metrics, request_type, raw, context, behavior)
+            return response.SerializeToString()
+
+        # No (de)serializers: requests are decoded inside `_handle`, responses encoded above.
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+    def server_stream(
+        self, method: str, request_type: type[Request], behavior: StreamBehavior[Request]
+    ) -> grpc.RpcMethodHandler:
+        """`behavior` writes already-encoded messages with `call.context.write(bytes)`."""
+        metrics = _MethodMetrics(self._service, "server_stream", self._grpc_service, method)
+
+        async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> None:
+            await self._handle(metrics, request_type, raw, context, behavior)
+
+        return grpc.unary_stream_rpc_method_handler(handle)
+
+    async def _handle(
+        self,
+        metrics: _MethodMetrics,
+        request_type: type[Request],
+        raw: bytes,
+        context: grpc.aio.ServicerContext,
+        behavior: Callable[[Request, Call], Awaitable[Result]],
+    ) -> Result:
+        """Run `behavior`; on failure, log, count and abort the call with the mapped status."""
+        started = time.perf_counter()
+        metrics.started.inc()
+        address = peer_address(context.peer())
+        code, details = grpc.StatusCode.OK, ""
+        request: Message | None = None
+        results: list[Result] = []
+        try:
+            try:
+                decoded = request_type.FromString(raw)
+            except DecodeError as exc:
+                # What grpc-go answers for a body that does not decode.
+                code = grpc.StatusCode.INTERNAL
+                details = f"grpc: error unmarshalling request: {exc}"
+            else:
+                request = decoded
+                call = Call(context, address or "", self._client_ip(address, context))
+                await self._throttle(call)
+                results.append(await behavior(decoded, call))
+        except ServiceError as exc:
+            code, details = _STATUS.get(type(exc), grpc.StatusCode.INTERNAL), exc.message
+        except asyncio.CancelledError:
+            code, details = grpc.StatusCode.CANCELLED, "cancelled"
+            raise
+        except Exception:
+            # Panic recovery: a bug fails this call only; the server keeps serving.
+            log.exception("grpc panic", extra={"method": metrics.labels[2]})
+            code, details = grpc.StatusCode.INTERNAL, "internal error"
+        finally:
+            elapsed = time.perf_counter() - started
+            metrics.handled(code, elapsed)
+            self._log(metrics.labels, elapsed, code, details, address, request)
+        if code is not grpc.StatusCode.OK:
+            await context.abort(code, details)  # raises
+        return results[0]
+
+    def _client_ip(
+        self, address: str | None, context: grpc.aio.ServicerContext
+    ) -> IPAddress | None:
+        return clientip.resolve(
+            _host(address),
+            _metadata_getter(context),
+            trust_x_real_ip=self._settings.trust_x_real_ip,
+            trust_x_forwarded_for=self._settings.trust_x_forwarded_for,
+        )
+
+    async def _throttle(self, call: Call) -> None:
+        """Delay the call until the client's bucket has a token, as upstream does
+        (`limiter.Wait(ctx)`); fail only when the wait would outlast the call's deadline."""
+        if call.client_ip is None:
+            return
+        while (wait := self._service.limiter.acquire(call.client_ip, time.monotonic())) > 0:
+            remaining: float | None = call.context.time_remaining()
+            if remaining is not None and wait > remaining:
+                self._service.metrics.rate_limited.inc()
+                raise RateLimited("rate limit exceeds request timeout", retry_after=wait)
+            # Tokens are not reserved, so concurrent waiters may race: re-check after sleeping.
+            await asyncio.sleep(wait)
+
+    def _log(
+        self,
+        labels: tuple[str, str, str],
+        elapsed: float,
+        code: grpc.StatusCode,
+        details: str,
+        address: str | None,
+        request: Message | None,
+    ) -> None:
+        _, service, method = labels
+        extra: dict[str, object] = {
+            "duration": round(elapsed, 6),
+            "code": code.name,
+            "peer.address": address,
+        }
+        if details and code is not grpc.StatusCode.OK:
+            extra["error"] = details
+        if request is not None:
+            for field in _LOGGED_FIELDS:
+                value = getattr(request, field, "")
+                if value:
+                    extra[field] = value
+        if code is grpc.StatusCode.OK or code is grpc.StatusCode.CANCELLED:
+            level = logging.INFO
+        elif code in _SERVER_FAULTS and request is not None:  # None: it did not decode
+            level = logging.ERROR
+        else:
+            level = logging.WARNING
+        log.log(level, f"/{service}/{method}", extra=extra)

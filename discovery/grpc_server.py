@@ -1,0 +1,257 @@
+"""The Talos-compatible gRPC front end: `sidero.discovery.server.Cluster` on the shared core.
+
+Each RPC maps onto one `DiscoveryService` call (reference §1.3). Per-call plumbing (logs, rate
+limit, metrics, panic recovery) is in grpc_interceptors.py, TLS reloading in grpc_tls.py.
+
+    server = await start_grpc_server(service, settings)   # settings.grpc_addr, e.g. ":3000"
+    server.port                                              # the bound port (useful with ":0")
+    await server.stop(grace=2.0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+
+from discovery.changes import Change, WatchSnapshot
+from discovery.grpc_interceptors import Call, CallHandlers
+from discovery.grpc_tls import CertificateReloader
+from discovery.proto import cluster_pb2 as pb
+from discovery.service import DiscoveryService
+from discovery.settings import Settings, parse_addr
+from membership.model import Affiliate
+
+log = logging.getLogger("discovery.grpc")
+
+SERVICE = "sidero.discovery.server.Cluster"
+
+# Bounds a wire Duration before it becomes a timedelta (which overflows near 2.7e12 s);
+# anything this large fails validation as "ttl is too large" anyway.
+_TTL_CLAMP_SECONDS = 10**9
+
+_OPTIONS: list[tuple[str, int]] = [
+    # Upstream lowered its gRPC buffers to 16 KiB for "lots of connections with relatively low
+    # traffic" (commit 196c609). grpc core exposes the read side only: the write-side
+    # `grpc.http2.write_buffer_size` is a per-stream queue limit, a different thing.
+    ("grpc.experimental.tcp_read_chunk_size", 16 * 1024),
+    ("grpc.experimental.tcp_max_read_chunk_size", 16 * 1024),
+    # Upstream's keepalive.EnforcementPolicy{MinTime: 10s}: clients may ping every 10 s, and
+    # more often earns strikes and a GOAWAY. grpc core's default is 5 min, which would strike
+    # Talos' keepalive pings (every max(10 s, TTL/10) = 3 min) and cut their watches.
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    # grpc sets SO_REUSEPORT by default: a second server on the same port would silently
+    # share its connections instead of failing to start.
+    ("grpc.so_reuseport", 0),
+]
+
+
+def _affiliate(a: Affiliate) -> pb.Affiliate:
+    return pb.Affiliate(id=a.id, data=a.data, endpoints=a.endpoint_blobs())
+
+
+def _ttl(request: pb.AffiliateUpdateRequest) -> timedelta:
+    """The request's TTL; missing counts as zero (expires at the next GC, like upstream)."""
+    if not request.HasField("ttl"):
+        return timedelta(0)
+    ttl: Duration = request.ttl
+    seconds = max(-_TTL_CLAMP_SECONDS, min(ttl.seconds, _TTL_CLAMP_SECONDS))
+    return timedelta(seconds=seconds, microseconds=ttl.nanos // 1000)
+
+
+def _render(change: Change) -> bytes:
+    """One encoded WatchResponse per change, shared by every gRPC watcher of the cluster."""
+    cached: bytes | None = change.rendered.get("grpc")
+    if cached is None:
+        if change.affiliate is None:
+            message = pb.WatchResponse(
+                deleted=True, affiliates=[pb.Affiliate(id=change.affiliate_id)]
+            )
+        else:
+            message = pb.WatchResponse(affiliates=[_affiliate(change.affiliate)])
+        cached = change.rendered["grpc"] = message.SerializeToString()
+    return cached
+
+
+def _resync(known: set[str], snapshot: WatchSnapshot) -> Iterator[bytes]:
+    """Messages that take a watcher that has seen `known` to `snapshot`, one affiliate each.
+
+    The core sends a snapshot mid-stream when a lagging watcher cannot replay the log (it
+    was compacted meanwhile). Talos clients only treat the *first* message as a snapshot, so
+    it is turned into deletions of what vanished plus an update per live affiliate.
+    """
+    live = {a.id for a in snapshot.affiliates}
+    for affiliate_id in sorted(known - live):
+        deleted = pb.WatchResponse(deleted=True, affiliates=[pb.Affiliate(id=affiliate_id)])
+        yield deleted.SerializeToString()
+    for affiliate in snapshot.affiliates:
+        yield pb.WatchResponse(affiliates=[_affiliate(affiliate)]).SerializeToString()
+
+
+class ClusterServicer:
+    """The five RPCs, each a thin mapping onto the core; errors are mapped by CallHandlers."""
+
+    def __init__(self, service: DiscoveryService) -> None:
+        self._service = service
+        self._watches: set[asyncio.Task[object]] = set()
+        self._closing = False
+
+    async def hello(self, request: pb.HelloRequest, call: Call) -> pb.HelloResponse:
+        result = self._service.hello(request.cluster_id, request.client_version, call.client_ip)
+        response = pb.HelloResponse()
+        if result.client_ip is not None:
+            # netip.Addr.MarshalBinary: 4 bytes for IPv4 (mapped peers are unmapped by
+            # clientip), 16 for IPv6.
+            response.client_ip = result.client_ip.packed
+        if result.redirect:
+            response.redirect.endpoint = result.redirect
+        return response
+
+    async def affiliate_update(
+        self, request: pb.AffiliateUpdateRequest, call: Call
+    ) -> pb.AffiliateUpdateResponse:
+        await self._service.update_affiliate(
+            request.cluster_id,
+            request.affiliate_id,
+            data=request.affiliate_data if request.HasField("affiliate_data") else None,
+            endpoints=list(request.affiliate_endpoints),
+            ttl=_ttl(request),
+        )
+        return pb.AffiliateUpdateResponse()
+
+    async def affiliate_delete(
+        self, request: pb.AffiliateDeleteRequest, call: Call
+    ) -> pb.AffiliateDeleteResponse:
+        await self._service.delete_affiliate(request.cluster_id, request.affiliate_id)
+        return pb.AffiliateDeleteResponse()
+
+    async def list(self, request: pb.ListRequest, call: Call) -> pb.ListResponse:
+        _, affiliates = self._service.list_affiliates(request.cluster_id)
+        return pb.ListResponse(affiliates=[_affiliate(a) for a in affiliates])
+
+    async def watch(self, request: pb.WatchRequest, call: Call) -> None:
+        """One message with the whole snapshot (even when empty), then one per change."""
+        task = asyncio.current_task()
+        assert task is not None
+        stream = self._service.watch(request.cluster_id)
+        self._watches.add(task)
+        try:
+            # The first pull validates and subscribes: errors surface before anything is sent.
+            first = await anext(stream)
+            assert isinstance(first, WatchSnapshot)
+            known = {a.id for a in first.affiliates}
+            snapshot = pb.WatchResponse(affiliates=[_affiliate(a) for a in first.affiliates])
+            await call.context.write(snapshot.SerializeToString())
+            async for message in stream:
+                if isinstance(message, Change):
+                    if message.affiliate is None:
+                        known.discard(message.affiliate_id)
+                    else:
+                        known.add(message.affiliate_id)
+                    await call.context.write(_render(message))
+                elif isinstance(message, WatchSnapshot):
+                    for data in _resync(known, message):
+                        await call.context.write(data)
+                    known = {a.id for a in message.affiliates}
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # Shutdown: end the stream with OK, as upstream does, so clients just reconnect.
+            task.uncancel()
+        finally:
+            self._watches.discard(task)
+            await stream.aclose()
+
+    async def close(self) -> None:
+        """End every open watch stream cleanly; new streams are refused by the server stop."""
+        self._closing = True
+        tasks = list(self._watches)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # These are grpc's per-call tasks: done once the final status has been sent.
+            await asyncio.wait(tasks)
+
+
+class GrpcServer:
+    """A started listener. `port` is the bound port, `address` what it was bound to."""
+
+    def __init__(
+        self, server: grpc.aio.Server, servicer: ClusterServicer, address: str, port: int
+    ) -> None:
+        self.server = server
+        self.address = address
+        self.port = port
+        self._servicer = servicer
+
+    async def stop(self, grace: float | None = None) -> None:
+        """End watch streams, then stop: in-flight unary calls get `grace` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._servicer.close(), grace)
+        await self.server.stop(grace)
+
+    async def wait_for_termination(self) -> None:
+        await self.server.wait_for_termination()
+
+
+def bind_address(addr: str) -> str:
+    """grpc's form of a HOST:PORT setting: ":3000" means every interface."""
+    host, port = parse_addr(addr)
+    if port is None:
+        raise ValueError(f"gRPC address must be HOST:PORT or :PORT, got {addr!r}")
+    if not host:
+        host = "[::]"  # dual-stack: IPv4 clients arrive as ::ffff:a.b.c.d (unmapped later)
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+def _handlers(calls: CallHandlers, servicer: ClusterServicer) -> dict[str, grpc.RpcMethodHandler]:
+    return {
+        "Hello": calls.unary("Hello", pb.HelloRequest, servicer.hello),
+        "AffiliateUpdate": calls.unary(
+            "AffiliateUpdate", pb.AffiliateUpdateRequest, servicer.affiliate_update
+        ),
+        "AffiliateDelete": calls.unary(
+            "AffiliateDelete", pb.AffiliateDeleteRequest, servicer.affiliate_delete
+        ),
+        "List": calls.unary("List", pb.ListRequest, servicer.list),
+        "Watch": calls.server_stream("Watch", pb.WatchRequest, servicer.watch),
+    }
+
+
+def _check_methods(names: Iterable[str]) -> None:
+    # The handler table must cover the proto's service exactly (a typo would be UNIMPLEMENTED).
+    declared = {m.name for m in pb.DESCRIPTOR.services_by_name["Cluster"].methods}
+    if set(names) != declared:
+        raise RuntimeError(f"gRPC handlers {sorted(names)} do not match the proto {declared}")
+
+
+async def start_grpc_server(service: DiscoveryService, settings: Settings) -> GrpcServer:
+    """Listen on `settings.grpc_addr`: h2c, or TLS (reloaded on change) when a cert is set."""
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise ValueError("tls_cert and tls_key must be set together")
+    servicer = ClusterServicer(service)
+    handlers = _handlers(CallHandlers(service, settings, SERVICE), servicer)
+    _check_methods(handlers)
+    server = grpc.aio.server(options=_OPTIONS)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
+    address = bind_address(settings.grpc_addr)
+    port: int
+    if settings.tls_cert:
+        credentials = CertificateReloader(settings.tls_cert, settings.tls_key).credentials()
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    await server.start()
+    log.info(
+        "API server starting",
+        extra={"address": address, "port": port, "tls": bool(settings.tls_cert)},
+    )
+    return GrpcServer(server, servicer, address, port)
