@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from discovery.clock import Clock, system_clock
 from discovery.leader import leadership_for
@@ -29,6 +30,13 @@ def core_options(settings: Settings) -> CoreOptions:
     )
 
 
+async def _forget_idle_clients(service: DiscoveryService, interval: float = 60.0) -> None:
+    """Drop the rate-limit buckets of clients that went quiet (every replica has its own)."""
+    while True:
+        await asyncio.sleep(interval)
+        service.limiter.collect_garbage(time.monotonic())
+
+
 class Runtime:
     """The core plus its maintenance; `start` loads state, `stop` saves it."""
 
@@ -45,6 +53,7 @@ class Runtime:
         self.service: DiscoveryService | None = None
         self.maintenance: Maintenance | None = None
         self._task: asyncio.Task[None] | None = None
+        self._limiter_task: asyncio.Task[None] | None = None
 
     async def start(self) -> DiscoveryService:
         event_log = self._given_log or await open_event_log(self.settings.storage)
@@ -63,13 +72,15 @@ class Runtime:
         )
         await self.maintenance.step()
         self._task = asyncio.create_task(self.maintenance.run(), name="maintenance")
+        self._limiter_task = asyncio.create_task(_forget_idle_clients(service), name="limiter-gc")
         self.service = service
         return service
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._limiter_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         service, maintenance = self.service, self.maintenance
         if service is None or maintenance is None:
             return
