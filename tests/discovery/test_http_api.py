@@ -340,10 +340,6 @@ async def test_requests_are_counted_by_route_and_status() -> None:
             await client.put(path("c/x", "a"), json={"ttl": -1})
             await client.get("/nowhere")
         text = generate_latest(app.state.service.metrics.registry).decode()
-    assert (
-        'discovery_requests_total{api="http",code="200",operation="put_affiliate"} 1.0' in text
-    )
-    assert (
-        'discovery_requests_total{api="http",code="422",operation="put_affiliate"} 1.0' in text
-    )
+    assert 'discovery_requests_total{api="http",code="200",operation="put_affiliate"} 1.0' in text
+    assert 'discovery_requests_total{api="http",code="422",operation="put_affiliate"} 1.0' in text
     assert 'operation="unmatched"' in text

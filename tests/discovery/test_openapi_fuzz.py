@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -35,7 +36,7 @@ def service_url() -> Iterator[str]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-def test_no_operation_answers_5xx(case: schemathesis.Case, service_url: str) -> None:
+def test_no_operation_answers_5xx(case: schemathesis.Case[Any], service_url: str) -> None:
     response = case.call(base_url=service_url, timeout=10)
     assert response.status_code < 500, f"{case.method} {case.path}: {response.text[:300]}"
     if response.status_code >= 400:

@@ -141,7 +141,7 @@ async def test_gc_leader_crash_hands_expiry_to_another_replica(
                 await asyncio.sleep(0.2)
         assert (await http.get(follower.url + "/readyz")).json()["leader"] is True
     expired = [
-        e["affiliate_id"]
+        str(e["affiliate_id"])
         for e in await history(follower.url, "gc")
         if e["type"] == "AffiliateExpired"
     ]
