@@ -23,6 +23,7 @@ ifeq ($(ROOT),0)
 	command -v nft >/dev/null || missing="$$missing nftables"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v ping >/dev/null || missing="$$missing iputils-ping"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	{ command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
