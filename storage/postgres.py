@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -59,14 +60,20 @@ WITH base AS (
     SELECT COALESCE(max(revision), {_HORIZON}, 0) AS head, clock_timestamp() AS at FROM events
 ), inserted AS (
     INSERT INTO events (revision, stream, type, data, recorded_at)
-    SELECT base.head + u.ord, $1, u.t, u.d, base.at
-    FROM base, unnest($2::text[], $3::bytea[]) WITH ORDINALITY AS u(t, d, ord)
+    SELECT base.head + u.ord, u.s, u.t, u.d, base.at
+    FROM base, unnest($1::text[], $2::text[], $3::bytea[]) WITH ORDINALITY AS u(s, t, d, ord)
     RETURNING revision
 )
 SELECT max(revision), pg_notify('{CHANNEL}', max(revision)::text) FROM inserted
 """
 
 _MOVED = "SELECT EXISTS (SELECT 1 FROM events WHERE stream = $1 AND revision > $2)"
+# The (stream, base) pairs of a batch that some committed event of the stream is above.
+_MOVED_MANY = """
+SELECT r.s, r.b FROM unnest($1::text[], $2::bigint[]) AS r(s, b)
+WHERE EXISTS (SELECT 1 FROM events e WHERE e.stream = r.s AND e.revision > r.b)
+"""
+_MAX_BATCH = 256
 _SELECT = "SELECT revision, stream, type, data, recorded_at FROM events"
 _SET_META = """
 INSERT INTO meta (key, value) VALUES ($1, $2)
@@ -123,6 +130,10 @@ async def _close(conn: Any) -> None:
         _terminate(conn)
 
 
+# (stream, events, base revision, the caller's future)
+_Append = tuple[str, tuple[NewEvent, ...], int | None, "asyncio.Future[int]"]
+
+
 class PostgresEventLog:
     """The event log in a PostgreSQL database; open it with `await PostgresEventLog.open(url)`."""
 
@@ -141,6 +152,8 @@ class PostgresEventLog:
         self._leader_lock = asyncio.Lock()
         self._in_flight = 0
         self._drained = asyncio.Event()
+        self._pending: deque[_Append] = deque()
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -242,6 +255,43 @@ class PostgresEventLog:
                 if base_revision is not None and await conn.fetchval(_MOVED, stream, base_revision):
                     raise Conflict(f"stream {stream!r} changed after revision {base_revision}")
                 return int(await conn.fetchval(_HEAD))
+        self._check_open()
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((stream, tuple(events), base_revision, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="postgres-appends")
+        return await done
+
+    async def _flush(self) -> None:
+        """Commit queued appends in groups: one transaction, one lock, one WAL flush each.
+
+        Appends are serialized by a table lock held until commit (below), so without grouping
+        a replica would pay one commit round trip per append, one after another.
+        """
+        while self._pending:
+            batch: list[_Append] = []
+            while self._pending and len(batch) < _MAX_BATCH:
+                request = self._pending.popleft()
+                if not request[3].done():
+                    batch.append(request)
+            if not batch:
+                continue
+            try:
+                outcomes = await self._commit(batch)
+            except StorageError as exc:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (*_, done), outcome in zip(batch, outcomes, strict=True):
+                if done.done():
+                    continue
+                if isinstance(outcome, Conflict):
+                    done.set_exception(outcome)
+                else:
+                    done.set_result(outcome)
+
+    async def _commit(self, batch: list[_Append]) -> list[int | Conflict]:
         async with self._conn() as conn, conn.transaction(isolation="read_committed"):
             # Appends are serialized, and the lock is held until commit. Why:
             # - a SEQUENCE would leave gaps when a transaction rolls back, and revisions must
@@ -256,14 +306,40 @@ class PostgresEventLog:
             # (eventsourcing/postgres.py, _lock_table); see
             # https://www.postgresql.org/docs/current/explicit-locking.html
             await conn.execute(_LOCK_EVENTS)
-            if base_revision is not None and await conn.fetchval(_MOVED, stream, base_revision):
-                raise Conflict(f"stream {stream!r} changed after revision {base_revision}")
+            head = int(await conn.fetchval(_HEAD))
+            checks = [(st, base) for st, _, base, _ in batch if base is not None]
+            moved: set[tuple[str, int]] = set()
+            if checks:
+                rows = await conn.fetch(_MOVED_MANY, [c[0] for c in checks], [c[1] for c in checks])
+                moved = {(r[0], r[1]) for r in rows}
+            streams: list[str] = []
+            types: list[str] = []
+            blobs: list[bytes] = []
+            # Each accepted request's position (count of rows up to and including its own).
+            ends: list[int | Conflict] = []
+            # stream -> rows written up to its last request here; they become head + n
+            written: dict[str, int] = {}
+            for stream, events, base, _ in batch:
+                # A request must also see the requests before it in the same batch.
+                earlier = written.get(stream)
+                if base is not None and (
+                    (stream, base) in moved or (earlier is not None and head + earlier > base)
+                ):
+                    ends.append(Conflict(f"stream {stream!r} changed after revision {base}"))
+                    continue
+                for event in events:
+                    streams.append(stream)
+                    types.append(event.type)
+                    blobs.append(event.data)
+                written[stream] = len(streams)
+                ends.append(len(streams))
+            if not streams:
+                return ends
             # pg_notify is delivered at commit only, so no replica wakes for a rollback.
-            types, blobs = [e.type for e in events], [e.data for e in events]
-            last = int(await conn.fetchval(_INSERT, stream, types, blobs))
+            last = int(await conn.fetchval(_INSERT, streams, types, blobs))
         self._seen_head = max(self._seen_head, last)
         self._wake()
-        return last
+        return [e if isinstance(e, Conflict) else head + e for e in ends]
 
     async def read(self, after: int, limit: int, *, stream: str | None = None) -> list[StoredEvent]:
         # Two statements rather than "$3 IS NULL OR stream = $3": each gets its own plan, and
@@ -423,6 +499,10 @@ class PostgresEventLog:
     async def aclose(self) -> None:
         if self._closed:
             return
+        if self._flusher is not None and not self._flusher.done():
+            # Appends queued before the close are committed (or fail) before anything closes.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._flusher), _DRAIN_TIMEOUT)
         self._closed = True
         self._wake()  # waiters see the log closed and raise StorageUnavailable
         if self._keeper is not None:
