@@ -1,4 +1,4 @@
-"""Serialisation of events and of projection snapshots (the only format storage sees).
+"""Serialisation of events (snapshots are in snapshot.py).
 
 JSON keeps the log readable with the sqlite3/psql shells during an incident; blobs are
 standard base64 and times are integer microseconds since the Unix epoch (UTC), which is
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +22,7 @@ from membership.events import (
     EndpointsExpired,
     Event,
 )
-from membership.model import Affiliate, ClusterView, Endpoint
+from membership.model import Affiliate, Endpoint
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -120,37 +120,7 @@ def decode_event(type_name: str, payload: bytes) -> Event:
                     down_from=micros_to_time(body["down_from"]),
                     down_until=micros_to_time(body["down_until"]),
                 )
-    except (ValueError, KeyError, TypeError) as exc:
+    # OverflowError: a time outside datetime's range (it is no ValueError).
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:
         raise CodecError(f"malformed {type_name} payload") from exc
     raise CodecError(f"unknown event type {type_name!r}")
-
-
-def encode_snapshot(views: Iterable[ClusterView]) -> bytes:
-    """A snapshot of every cluster view, one JSON line per cluster (streamable)."""
-    lines = [
-        json.dumps(
-            {
-                "id": v.id,
-                "revision": v.revision,
-                "affiliates": [affiliate_to_dict(a) for a in v.affiliates.values()],
-            },
-            separators=(",", ":"),
-        )
-        for v in views
-    ]
-    return "\n".join(lines).encode()
-
-
-def decode_snapshot(blob: bytes) -> dict[str, ClusterView]:
-    """Inverse of encode_snapshot; raises CodecError when the blob is damaged."""
-    views: dict[str, ClusterView] = {}
-    try:
-        for line in blob.splitlines():
-            if not line:
-                continue
-            raw = json.loads(line)
-            affiliates = {a["id"]: affiliate_from_dict(a) for a in raw["affiliates"]}
-            views[raw["id"]] = ClusterView(raw["id"], affiliates, raw["revision"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CodecError("malformed snapshot") from exc
-    return views

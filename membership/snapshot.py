@@ -26,6 +26,9 @@ _TIME_COUNT = struct.Struct("<qH")
 _TIME = struct.Struct("<q")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
+# Up to here (the year 2096) a float of seconds rounds back to the exact microsecond, and
+# fromtimestamp is several times faster than timedelta arithmetic; beyond, the exact path.
+_FAST_UNTIL = 4 * 10**15
 
 
 def _micros(at: datetime) -> int:
@@ -55,11 +58,14 @@ def decode_snapshot(blob: bytes) -> dict[str, ClusterView]:
     times: dict[int, datetime] = {}
 
     def when(micros: int) -> datetime:
-        # Endpoints usually share their affiliate's expiry: build each datetime once. A float
-        # of seconds holds microsecond precision exactly until the year 2242.
+        # Endpoints usually share their affiliate's expiry: build each datetime once.
         at = times.get(micros)
         if at is None:
-            at = times[micros] = datetime.fromtimestamp(micros / 1_000_000, UTC)
+            if 0 <= micros < _FAST_UNTIL:
+                at = datetime.fromtimestamp(micros / 1_000_000, UTC)
+            else:
+                at = _EPOCH + timedelta(microseconds=micros)
+            times[micros] = at
         return at
 
     mv = memoryview(blob)

@@ -1,0 +1,75 @@
+"""Binary snapshots: exact layout, round trips, damage detected."""
+
+from __future__ import annotations
+
+import struct
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from membership.codec import CodecError
+from membership.model import Affiliate, ClusterView, Endpoint
+from membership.snapshot import MAGIC, decode_snapshot, encode_snapshot
+from tests.membership.strategies import cluster_views
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+AT = EPOCH + timedelta(microseconds=1_700_000_000_123_456)
+
+
+def test_layout_is_exact() -> None:
+    view = ClusterView("c", {"a": Affiliate("a", b"xy", (Endpoint(b"e", AT),), AT)}, 7)
+    micros = struct.pack("<q", 1_700_000_000_123_456)
+    assert encode_snapshot([view]) == (
+        MAGIC
+        + b"\x01\x00\x00\x00c"  # cluster id
+        + struct.pack("<QI", 7, 1)  # revision, affiliate count
+        + b"\x01\x00a"  # affiliate id
+        + b"\x02\x00\x00\x00xy"  # data
+        + micros
+        + b"\x01\x00"  # expiry, endpoint count
+        + b"\x01\x00e"
+        + micros  # endpoint blob and expiry
+    )
+
+
+def test_empty_snapshot_is_only_the_magic() -> None:
+    assert encode_snapshot([]) == MAGIC
+    assert decode_snapshot(MAGIC) == {}
+
+
+def test_order_of_clusters_and_affiliates_survives() -> None:
+    b = Affiliate("b", b"", (), AT)
+    a = Affiliate("a", b"", (), AT)
+    views = [ClusterView("z", {"b": b, "a": a}, 1), ClusterView("y", {"a": a}, 2)]
+    decoded = decode_snapshot(encode_snapshot(views))
+    assert list(decoded) == ["z", "y"]
+    assert list(decoded["z"].affiliates) == ["b", "a"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(cluster_views(), max_size=4, unique_by=lambda v: v.id))
+def test_round_trip(views: list[ClusterView]) -> None:
+    assert decode_snapshot(encode_snapshot(views)) == {v.id: v for v in views}
+
+
+def test_every_truncation_is_detected() -> None:
+    view = ClusterView("c", {"a": Affiliate("a", b"data", (Endpoint(b"ep", AT),), AT)}, 3)
+    blob = encode_snapshot([view])
+    for cut in range(len(MAGIC), len(blob)):
+        if cut == len(MAGIC):
+            assert decode_snapshot(blob[:cut]) == {}
+            continue
+        with pytest.raises(CodecError):
+            decode_snapshot(blob[:cut])
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [b"", b"KSNAP0", b"{}", MAGIC + b"\x05\x00\x00\x00\xff\xfe\xfd\xfc\xfb" + bytes(12)],
+    ids=["empty", "old-magic", "json", "bad-utf8-id"],
+)
+def test_damaged_blobs_are_rejected(blob: bytes) -> None:
+    with pytest.raises(CodecError):
+        decode_snapshot(blob)
