@@ -17,7 +17,7 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +40,17 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def _benchmarks(quick: bool) -> dict[str, Callable[[], Awaitable[dict[str, Any]]]]:
-    def lazy(module: str, **kwargs: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
-        def start() -> Awaitable[dict[str, Any]]:
-            run: Callable[..., Awaitable[dict[str, Any]]] = importlib.import_module(module).run
+def _benchmarks(quick: bool) -> dict[str, Callable[[], Coroutine[Any, Any, dict[str, Any]]]]:
+    def lazy(module: str, **kwargs: Any) -> Callable[[], Coroutine[Any, Any, dict[str, Any]]]:
+        def start() -> Coroutine[Any, Any, dict[str, Any]]:
+            run: Callable[..., Coroutine[Any, Any, dict[str, Any]]] = importlib.import_module(
+                module
+            ).run
             return run(**kwargs)
 
         return start
 
-    marks: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+    marks: dict[str, Callable[[], Coroutine[Any, Any, dict[str, Any]]]] = {
         "http": lazy("bench.http_update", **({"duration": 2.0, "rounds": 1} if quick else {})),
         "fanout": lazy(
             "bench.watch_fanout",

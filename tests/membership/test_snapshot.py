@@ -65,6 +65,15 @@ def test_every_truncation_is_detected() -> None:
             decode_snapshot(blob[:cut])
 
 
+def test_time_out_of_range_is_rejected() -> None:
+    view = ClusterView("c", {"a": Affiliate("a", b"", (), AT)}, 1)
+    blob = encode_snapshot([view]).replace(
+        struct.pack("<q", 1_700_000_000_123_456), struct.pack("<q", 2**62)
+    )
+    with pytest.raises(CodecError):
+        decode_snapshot(blob)
+
+
 @pytest.mark.parametrize(
     "blob",
     [b"", b"KSNAP0", b"{}", MAGIC + b"\x05\x00\x00\x00\xff\xfe\xfd\xfc\xfb" + bytes(12)],
