@@ -6,15 +6,15 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
 from discovery.changes import Change, WatchMessage, WatchSnapshot
-from discovery.deps import ServiceDep, path_id, rate_limit
+from discovery.deps import LimitedServiceDep, path_id
 from discovery.errors import InvalidArgument
 from discovery.schemas import AffiliateOut
 
-router = APIRouter(prefix="/v1/clusters", tags=["watch"], dependencies=[Depends(rate_limit)])
+router = APIRouter(prefix="/v1/clusters", tags=["watch"])
 
 HEARTBEAT_SECONDS = 15.0
 _KEEPALIVE = b": keepalive\n\n"
@@ -59,7 +59,7 @@ def _resume_point(since: int | None, last_event_id: str | None) -> int | None:
 @router.get("/{cluster}/watch", response_class=StreamingResponse)
 async def watch(
     cluster: str,
-    service: ServiceDep,
+    service: LimitedServiceDep,
     since: Annotated[int | None, Query(ge=0, description="resume after this revision")] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from discovery.changes import Change, change_of
 from membership.codec import decode_event
@@ -23,6 +23,16 @@ class Projection:
         self.head = head
         self._listeners: list[Listener] = []
         self._advanced = asyncio.Event()
+        # Events this process appended, by revision, so the tail need not decode what was
+        # just encoded; entries are taken out as the tail folds them.
+        self._own: dict[int, Event] = {}
+
+    def expect(self, last_revision: int, events: Sequence[Event]) -> None:
+        """Remember events appended at revisions ending with `last_revision`."""
+        first = last_revision - len(events) + 1
+        if first > self.head:  # not yet folded: nothing else will take them out
+            for offset, event in enumerate(events):
+                self._own[first + offset] = event
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -41,7 +51,7 @@ class Projection:
         for record in stored:
             if record.revision <= self.head:
                 continue  # already folded (a catch-up read overlapping the live tail)
-            event: Event = decode_event(record.type, record.data)
+            event = self._own.pop(record.revision, None) or decode_event(record.type, record.data)
             fold(self.views, record.stream, event, record.revision)
             self.head = record.revision
             count += 1

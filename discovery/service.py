@@ -250,6 +250,7 @@ class DiscoveryService:
             self.storage_ok = False
             raise NotReady("the event log is unavailable, try again later") from exc
         self.metrics.append_seconds.observe(time.perf_counter() - started)
+        self.projection.expect(revision, events)
         try:
             await asyncio.wait_for(self.projection.wait_applied(revision), _APPLY_TIMEOUT)
         except TimeoutError as exc:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.http_api import history, record_watch
 from tests.support.process import ServiceProcess
-from tests.support.sse import events
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -35,41 +34,13 @@ async def _writer(http: httpx.AsyncClient, n: int, acked: list[tuple[str, str, i
             acked.append((cluster, name, r.json()["revision"]))
 
 
-async def _watcher(url: str, cluster: str, seen: list[int], since: int | None = None) -> None:
-    headers = {"Last-Event-ID": str(since)} if since is not None else {}
-    with contextlib.suppress(httpx.HTTPError):
-        async with (
-            httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(5, read=60)) as http,
-            http.stream("GET", f"/v1/clusters/{cluster}/watch", headers=headers) as response,
-        ):
-            async for event in events(response):
-                if event.event == "snapshot":
-                    assert since is None, "a resumable watcher was sent a snapshot"
-                    seen.append(-1)
-                elif event.id is not None:
-                    seen.append(event.id)
-
-
-async def _history(http: httpx.AsyncClient, cluster: str) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
-    after = 0
-    while True:
-        page = (
-            await http.get(f"/v1/clusters/{cluster}/events", params={"after": after, "limit": 1000})
-        ).json()["events"]
-        if not page:
-            return out
-        out += page
-        after = page[-1]["revision"]
-
-
 async def test_sigkill_under_load_loses_no_acknowledged_write(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/events.db"
     proc = ServiceProcess(storage, extra=["--rate-limit", "0"]).start()
     acked: list[tuple[str, str, int]] = []
     seen: dict[str, list[int]] = {c: [] for c in WATCHED}
     try:
-        watchers = [asyncio.create_task(_watcher(proc.url, c, seen[c])) for c in WATCHED]
+        watchers = [asyncio.create_task(record_watch(proc.url, c, seen[c])) for c in WATCHED]
         async with httpx.AsyncClient(base_url=proc.url, timeout=10) as http:
             writers = [asyncio.create_task(_writer(http, n, acked)) for n in range(WRITERS)]
             while len(acked) < 300:
@@ -87,11 +58,13 @@ async def test_sigkill_under_load_loses_no_acknowledged_write(tmp_path: Path) ->
             for cluster in {c for c, _, _ in acked}:
                 listing = (await http.get(f"/v1/clusters/{cluster}/affiliates")).json()
                 live = {a["id"] for a in listing["affiliates"]}
-                history = {e["revision"]: e["affiliate_id"] for e in await _history(http, cluster)}
+                history_ids = {
+                    e["revision"]: e["affiliate_id"] for e in await history(restarted.url, cluster)
+                }
                 for c, name, revision in acked:
                     if c == cluster:
                         assert name in live, f"acknowledged write {name} lost"
-                        assert history.get(revision) == name
+                        assert history_ids.get(revision) == name
 
             # Each watcher resumes from the last id it saw and must end up having seen
             # exactly the cluster's history: every revision once, in order.
@@ -100,9 +73,9 @@ async def test_sigkill_under_load_loses_no_acknowledged_write(tmp_path: Path) ->
                 assert seen[cluster][0] == -1 and before, "watcher saw no snapshot or events"
                 resumed: list[int] = []
                 task = asyncio.create_task(
-                    _watcher(restarted.url, cluster, resumed, since=before[-1])
+                    record_watch(restarted.url, cluster, resumed, since=before[-1])
                 )
-                expected = [e["revision"] for e in await _history(http, cluster)]
+                expected = [e["revision"] for e in await history(restarted.url, cluster)]
                 expected = expected[expected.index(before[0]) :]
                 async with asyncio.timeout(10):
                     while before + resumed != expected:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from tests.support.http_api import history, record_watch
 from tests.support.postgres import PostgresServer
 from tests.support.process import ServiceProcess
-from tests.support.sse import events
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.postgres]
 
@@ -31,38 +30,12 @@ def replicas(postgres_db: str) -> Iterator[list[ServiceProcess]]:
         proc.kill()
 
 
-async def history(url: str, cluster: str) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        after = 0
-        while page := (
-            await http.get(f"/v1/clusters/{cluster}/events", params={"after": after, "limit": 1000})
-        ).json()["events"]:
-            out += page
-            after = page[-1]["revision"]
-    return out
-
-
-async def collect(url: str, cluster: str, ids: list[int], since: int | None = None) -> None:
-    headers = {"Last-Event-ID": str(since)} if since is not None else {}
-    with contextlib.suppress(httpx.HTTPError):
-        async with (
-            httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(5, read=60)) as http,
-            http.stream("GET", f"/v1/clusters/{cluster}/watch", headers=headers) as response,
-        ):
-            async for event in events(response):
-                if event.event == "snapshot":
-                    assert since is None, "resume was answered with a snapshot"
-                elif event.id is not None:
-                    ids.append(event.id)
-
-
 async def test_watcher_fails_over_to_another_replica_without_gaps(
     replicas: list[ServiceProcess],
 ) -> None:
     a, b = replicas
     before: list[int] = []
-    watcher = asyncio.create_task(collect(a.url, "c", before))
+    watcher = asyncio.create_task(record_watch(a.url, "c", before))
     await asyncio.sleep(0.5)
     async with httpx.AsyncClient(base_url=b.url, timeout=10) as http:
         for i in range(60):
@@ -77,7 +50,7 @@ async def test_watcher_fails_over_to_another_replica_without_gaps(
         await watcher
         assert before, "the watcher on A saw nothing before A died"
         after: list[int] = []
-        resumed = asyncio.create_task(collect(b.url, "c", after, since=before[-1]))
+        resumed = asyncio.create_task(record_watch(b.url, "c", after, since=before[-1]))
         expected = [int(str(e["revision"])) for e in await history(b.url, "c")]
         expected = expected[expected.index(before[0]) :]
         async with asyncio.timeout(15):
