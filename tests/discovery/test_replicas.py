@@ -34,8 +34,8 @@ async def test_watcher_fails_over_to_another_replica_without_gaps(
     replicas: list[ServiceProcess],
 ) -> None:
     a, b = replicas
-    before: list[int] = []
-    watcher = asyncio.create_task(record_watch(a.url, "c", before))
+    seen: list[int] = []
+    watcher = asyncio.create_task(record_watch(a.url, "c", seen))
     await asyncio.sleep(0.5)
     async with httpx.AsyncClient(base_url=b.url, timeout=10) as http:
         for i in range(60):
@@ -44,10 +44,12 @@ async def test_watcher_fails_over_to_another_replica_without_gaps(
             )
             assert r.status_code == 200
             if i == 30:
-                while len(before) < 20:
+                while len(seen) < 20:
                     await asyncio.sleep(0.02)
                 a.kill()
         await watcher
+        assert seen[0] == -1, "the first message is a snapshot"
+        before = seen[1:]
         assert before, "the watcher on A saw nothing before A died"
         after: list[int] = []
         resumed = asyncio.create_task(record_watch(b.url, "c", after, since=before[-1]))
