@@ -17,7 +17,7 @@ from ipaddress import IPv6Address, IPv6Network, ip_address
 from pathlib import Path
 
 from kubespan import nft
-from kubespan.plan import CreateLink, Op, SetDevice, wg_set_argv
+from kubespan.plan import CreateLink, Op, wg_set_argv
 from kubespan.wg import Runner, WgError
 from kubespan.wgdump import DeviceState, parse_wg_dump
 from membership.record import IPAddress, IPNetwork

@@ -39,6 +39,21 @@ ClientFactory = Callable[[str], DiscoveryClient]
 """Builds a client for a discovery URL (discovery.client.connect in production)."""
 
 
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """True if `event` is set within `timeout` seconds, False on timeout.
+
+    asyncio.timeout rather than wait_for throughout the agent: on Python 3.11, wait_for can
+    swallow a cancellation that races with the awaited thing finishing (CPython gh-86296),
+    and a loop that survives its cancellation makes stop() hang forever.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 class Backoff:
     """cenkalti/backoff defaults as Talos uses them: 0.5 s, x1.5, 60 s cap, +-50 % jitter."""
 
@@ -159,9 +174,8 @@ class Session:
                     await asyncio.shield(client.aclose())
 
     async def _serve(self, client: DiscoveryClient) -> None:
-        hello = await asyncio.wait_for(
-            client.hello(self._cluster_id, self._client_version), HELLO_TIMEOUT
-        )
+        async with asyncio.timeout(HELLO_TIMEOUT):
+            hello = await client.hello(self._cluster_id, self._client_version)
         if hello.redirect and hello.redirect != self.url:
             log.info("discovery %s redirects to %s", self.url, hello.redirect)
             self.url = hello.redirect
@@ -192,21 +206,18 @@ class Session:
             # sets it again and is published on the next turn, never lost.
             self._wake.clear()
             pub = self._publication()
-            await asyncio.wait_for(
-                client.update(
+            async with asyncio.timeout(UPDATE_TIMEOUT):
+                await client.update(
                     self._cluster_id,
                     self._node_id,
                     data=pub.data,
                     endpoints=pub.endpoints,
                     ttl=self._ttl,
-                ),
-                UPDATE_TIMEOUT,
-            )
+                )
             self.published_version = pub.version
             self.publishes += 1
             self._backoff.reset()
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._refresh)
+            await wait_event(self._wake, self._refresh)
 
     async def _watch(self, client: DiscoveryClient) -> None:
         since = self.revision if self.resumable else None
@@ -254,7 +265,8 @@ class Session:
         """Delete our affiliate from this service; returns the error text, None on success."""
         client = self._clients(self.url)
         try:
-            await asyncio.wait_for(client.delete(self._cluster_id, self._node_id), DELETE_TIMEOUT)
+            async with asyncio.timeout(DELETE_TIMEOUT):
+                await client.delete(self._cluster_id, self._node_id)
         except (ClientError, TimeoutError, OSError) as exc:
             return str(exc) or type(exc).__name__
         finally:

@@ -86,7 +86,9 @@ class SubprocessRunner:
         except OSError as exc:
             raise WgError(command, _NOT_FOUND, str(exc)) from None
         try:
-            out, err = await asyncio.wait_for(proc.communicate(stdin), self._timeout)
+            # asyncio.timeout, not wait_for: see kubespan.session.wait_event.
+            async with asyncio.timeout(self._timeout):
+                out, err = await proc.communicate(stdin)
         except TimeoutError:
             proc.kill()
             await proc.wait()

@@ -12,6 +12,7 @@ holding its sockets), so teardown kills every pid of a namespace before deleting
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -80,9 +81,10 @@ class Node:
     def exec(self, argv: Sequence[str], *, check: bool = True, timeout: float = 30.0) -> str:
         return sh(["ip", "netns", "exec", self.netns, *argv], check=check, timeout=timeout)
 
-    def ping(self, address: str, *, count: int = 1, wait: float = 2.0) -> bool:
+    def ping(self, address: str, *, count: int = 1, wait: float = 2.0, size: int = 56) -> bool:
         flag = ["-6"] if ":" in address else ["-4"]
-        argv = ["ping", *flag, "-n", "-q", "-c", str(count), "-W", f"{wait:g}", address]
+        argv = ["ping", *flag, "-n", "-q", "-c", str(count), "-W", f"{wait:g}",
+                "-i", "0.2", "-s", str(size), address]  # fmt: skip
         proc = subprocess.run(
             ["ip", "netns", "exec", self.netns, *argv],
             capture_output=True,
@@ -130,7 +132,9 @@ class Lab:
         self.created.append(name)
         sh(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"])
 
-    def add_node(self) -> Node:
+    def add_node(self, first_addresses: Sequence[str] = ()) -> Node:
+        """A new node; `first_addresses` (CIDRs) go on eth0 before its 10.99.0.x address,
+        so they come first in kernel order and are published (and tried) first."""
         index = len(self.nodes) + 1
         node = Node(
             self,
@@ -144,6 +148,8 @@ class Lab:
         sh(["ip", "link", "add", veth, "netns", self.hub, "type", "veth",
             "peer", "name", "eth0", "netns", node.netns])  # fmt: skip
         sh(["ip", "netns", "exec", self.hub, "ip", "link", "set", veth, "master", "br0", "up"])
+        for cidr in first_addresses:
+            node.exec(["ip", "addr", "add", cidr, "dev", "eth0"])
         node.exec(["ip", "addr", "add", f"{node.ip}/24", "dev", "eth0"])
         node.exec(["ip", "link", "set", "eth0", "up"])
         self.nodes.append(node)
@@ -155,10 +161,8 @@ class Lab:
             if not pids:
                 return
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.05)
 
     def destroy(self) -> None:
@@ -179,7 +183,9 @@ class HubService:
     port: int = SERVICE_PORT
     proc: subprocess.Popen[bytes] | None = None
     log: Any = field(
-        default_factory=lambda: tempfile.NamedTemporaryFile(prefix="discovery-", suffix=".log")
+        default_factory=lambda: tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives with us
+            prefix="discovery-", suffix=".log"
+        )
     )
 
     @property
@@ -219,6 +225,11 @@ class HubService:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+    def close(self) -> None:
+        """Stop and drop the log file."""
+        self.stop()
+        self.log.close()
 
     def output(self) -> str:
         with open(self.log.name, "rb") as f:

@@ -1,0 +1,226 @@
+"""`kubespan`: the node agent (`run`) and its CLI (`status`, `members`, `leave`, `gen-secrets`).
+
+Operator mistakes end in one line on stderr and a non-zero exit, never a traceback:
+exit 2 for a bad config or bad arguments, 1 for anything the system refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubespan.addressing import AddressingError
+from kubespan.agent import SOCKET_NAME, Agent, build_agent
+from kubespan.config import Config, ConfigError, gen_config, load_config
+from kubespan.identity import IdentityError
+from kubespan.status import (
+    AgentUnavailable,
+    StatusError,
+    format_members,
+    format_status,
+    request,
+)
+from kubespan.wg import SubprocessRunner, WgError
+from membership.secrets import new_cluster_id, new_cluster_secret
+
+DEFAULT_STATE_DIR = Path("/var/lib/kubespan")
+DEFAULT_INTERFACE = "kubespan"
+DEFAULT_CONFIG = Path("/etc/kubespan/config.yaml")
+
+log = logging.getLogger("kubespan")
+
+
+class _Exit(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _load(path: Path) -> Config:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _Exit(f"config {path}: cannot read: {reason}", 2) from None
+    try:
+        return load_config(text)
+    except ConfigError as exc:
+        message = str(exc).removeprefix("config: ")
+        raise _Exit(f"config {path}: {message}", 2) from None
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _configure_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # httpx logs every request at INFO: one line per refresh and watch is noise.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+async def _serve(agent: Agent) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.stop)
+    await agent.run()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    _configure_logging(args.log_format, args.log_level)
+    agent = build_agent(config, args.state_dir, args.interface, runner=SubprocessRunner())
+    try:
+        asyncio.run(_serve(agent))
+    except (IdentityError, WgError, AddressingError, StatusError) as exc:
+        raise _Exit(str(exc), 1) from None
+    return 0
+
+
+def _socket(args: argparse.Namespace) -> Path:
+    path: Path = args.socket or args.state_dir / SOCKET_NAME
+    return path
+
+
+def _query(args: argparse.Namespace, path: str) -> Any:
+    try:
+        return request(_socket(args), "GET", path)
+    except AgentUnavailable as exc:
+        raise _Exit(f"no agent running ({exc})", 1) from None
+    except StatusError as exc:
+        raise _Exit(str(exc), 1) from None
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    status = _query(args, "/v1/status")
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0
+
+
+def _cmd_members(args: argparse.Namespace) -> int:
+    members = _query(args, "/v1/members")
+    print(json.dumps(members, indent=2) if args.json else format_members(members))
+    return 0
+
+
+def _cmd_leave(args: argparse.Namespace) -> int:
+    try:
+        result = request(_socket(args), "POST", "/v1/leave", timeout=60.0)
+    except AgentUnavailable:
+        # No agent: do the same from the config and the state dir, so a node whose agent is
+        # gone can still be removed cleanly.
+        config = _load(args.config)
+        _configure_logging("text", "warning")
+        agent = build_agent(
+            config, args.state_dir, args.interface, runner=SubprocessRunner(), socket_path=None
+        )
+        try:
+            result = asyncio.run(agent.leave())
+        except (IdentityError, WgError, StatusError) as exc:
+            raise _Exit(str(exc), 1) from None
+    except StatusError as exc:
+        raise _Exit(str(exc), 1) from None
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for url in result.get("deleted", []):
+            print(f"deleted node {result.get('node_id')} from {url}")
+        for where, error in result.get("errors", {}).items():
+            print(f"kubespan: leave: {where}: {error}", file=sys.stderr)
+    return 1 if result.get("errors") else 0
+
+
+def _cmd_gen_secrets(args: argparse.Namespace) -> int:
+    try:
+        text = gen_config(
+            new_cluster_id(os.urandom(32)), new_cluster_secret(os.urandom(32)), args.endpoint
+        )
+    except ConfigError as exc:
+        raise _Exit(f"gen-secrets: {exc}", 2) from None
+    sys.stdout.write(text)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubespan", description="WireGuard full mesh from a discovery service."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def state(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+
+    def client(p: argparse.ArgumentParser) -> None:
+        state(p)
+        p.add_argument(
+            "--socket", type=Path, help="status socket (default <state-dir>/kubespan.sock)"
+        )
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+    run = sub.add_parser("run", help="run the agent")
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    state(run)
+    run.add_argument("--interface", default=DEFAULT_INTERFACE)
+    run.add_argument("--log-format", choices=("text", "json"), default="text")
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    run.set_defaults(func=_cmd_run)
+
+    status = sub.add_parser("status", help="peers of the running agent")
+    client(status)
+    status.set_defaults(func=_cmd_status)
+
+    members = sub.add_parser("members", help="cluster members seen by the running agent")
+    client(members)
+    members.set_defaults(func=_cmd_members)
+
+    leave = sub.add_parser("leave", help="leave the cluster and remove the mesh link")
+    client(leave)
+    leave.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    leave.add_argument("--interface", default=DEFAULT_INTERFACE)
+    leave.set_defaults(func=_cmd_leave)
+
+    gen = sub.add_parser(
+        "gen-secrets", help="print a new config with a fresh cluster id and secret"
+    )
+    gen.add_argument("--endpoint", required=True, help="discovery URL, e.g. http://host:3001")
+    gen.set_defaults(func=_cmd_gen_secrets)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except _Exit as exc:
+        print(f"kubespan: {exc}", file=sys.stderr)
+        code = exc.code
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()
