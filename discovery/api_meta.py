@@ -5,10 +5,10 @@ from __future__ import annotations
 import html
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from discovery.deps import ClientIPDep, ServiceDep, rate_limit
+from discovery.deps import ClientIPDep, LimitedServiceDep, ServiceDep
 from discovery.schemas import HelloRequest, HelloResponse
 
 router = APIRouter()
@@ -19,10 +19,10 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     SERVER_VERSION = "0.0.0"
 
 
-@router.post(
-    "/v1/hello", response_model=HelloResponse, tags=["hello"], dependencies=[Depends(rate_limit)]
-)
-async def hello(body: HelloRequest, service: ServiceDep, client_ip: ClientIPDep) -> HelloResponse:
+@router.post("/v1/hello", response_model=HelloResponse, tags=["hello"])
+async def hello(
+    body: HelloRequest, service: LimitedServiceDep, client_ip: ClientIPDep
+) -> HelloResponse:
     """The client's IP as seen here (an endpoint candidate) and an optional redirect."""
     result = service.hello(body.cluster_id, body.client_version, client_ip)
     return HelloResponse(

@@ -19,18 +19,12 @@ async def get_service(request: Request) -> DiscoveryService:
     return service
 
 
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 ServiceDep = Annotated[DiscoveryService, Depends(get_service)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-async def get_client_ip(
-    request: Request, settings: SettingsDep
-) -> IPv4Address | IPv6Address | None:
+def client_ip_of(request: Request) -> IPv4Address | IPv6Address | None:
+    """The caller's IP: the transport peer, or a proxy header when settings trust it."""
+    settings: Settings = request.app.state.settings
     return clientip.resolve(
         request.client.host if request.client else None,
         request.headers.get,
@@ -39,30 +33,22 @@ async def get_client_ip(
     )
 
 
+async def get_client_ip(request: Request) -> IPv4Address | IPv6Address | None:
+    return client_ip_of(request)
+
+
 ClientIPDep = Annotated[IPv4Address | IPv6Address | None, Depends(get_client_ip)]
-
-
-async def rate_limit(service: ServiceDep, client_ip: ClientIPDep) -> None:
-    service.check_rate(client_ip)
 
 
 async def limited_service(request: Request) -> DiscoveryService:
     """The core, after taking a rate-limit token for the caller's IP.
 
-    One dependency rather than a chain of four: FastAPI's dependency resolution costs more per
+    One dependency rather than a chain: FastAPI's dependency resolution costs more per
     request than the rest of a write's CPU work, and this sits on every API call.
     """
     service: DiscoveryService = request.app.state.service
-    settings: Settings = request.app.state.settings
     if service.limiter.rate > 0:
-        service.check_rate(
-            clientip.resolve(
-                request.client.host if request.client else None,
-                request.headers.get,
-                trust_x_real_ip=settings.trust_x_real_ip,
-                trust_x_forwarded_for=settings.trust_x_forwarded_for,
-            )
-        )
+        service.check_rate(client_ip_of(request))
     return service
 
 

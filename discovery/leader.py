@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from storage.base import EventLog
 
@@ -34,33 +34,44 @@ class SoleLeader:
         return None
 
 
+@runtime_checkable
+class LeaderLocks(Protocol):
+    """What a shared backend offers for leader election (PostgreSQL advisory locks)."""
+
+    async def try_acquire_leadership(self, name: str) -> bool: ...
+
+    async def is_leader(self, name: str) -> bool: ...
+
+    async def release_leadership(self, name: str) -> None: ...
+
+
 class AdvisoryLockLeader:
     """Leadership through the backend's advisory lock (PostgreSQL)."""
 
     NAME = "discovery-leader"
 
-    def __init__(self, log: EventLog) -> None:
+    def __init__(self, log: LeaderLocks) -> None:
         self._log = log
         self._held = False
 
     async def acquire(self) -> bool:
-        self._held = bool(await self._log.try_acquire_leadership(self.NAME))  # type: ignore[attr-defined]
+        self._held = bool(await self._log.try_acquire_leadership(self.NAME))
         return self._held
 
     async def holds(self) -> bool:
         if not self._held:
             return False
-        self._held = bool(await self._log.is_leader(self.NAME))  # type: ignore[attr-defined]
+        self._held = bool(await self._log.is_leader(self.NAME))
         return self._held
 
     async def release(self) -> None:
         if self._held:
             self._held = False
-            await self._log.release_leadership(self.NAME)  # type: ignore[attr-defined]
+            await self._log.release_leadership(self.NAME)
 
 
 def leadership_for(log: EventLog) -> Leadership:
     """The leadership scheme the backend supports."""
-    if hasattr(log, "try_acquire_leadership"):
+    if isinstance(log, LeaderLocks):
         return AdvisoryLockLeader(log)
     return SoleLeader()
