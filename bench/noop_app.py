@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from discovery.schemas import AffiliateUpdate, RevisionResponse
+from discovery.http.schemas import AffiliateUpdate, RevisionResponse
 
 fastapi_app = FastAPI()
 

@@ -7,10 +7,10 @@ import contextlib
 import logging
 import time
 
-from discovery.clock import Clock, system_clock
+from discovery.core.clock import Clock, system_clock
+from discovery.core.maintenance import Maintenance, MaintenanceOptions
+from discovery.core.service import CoreOptions, DiscoveryService
 from discovery.leader import leadership_for
-from discovery.maintenance import Maintenance, MaintenanceOptions
-from discovery.service import CoreOptions, DiscoveryService
 from discovery.settings import Settings
 from storage import open_event_log
 from storage.base import EventLog

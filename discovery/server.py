@@ -12,10 +12,10 @@ from typing import Literal
 import uvicorn
 from prometheus_client import make_asgi_app
 
-from discovery.app import create_app
+from discovery.http.app import create_app
+from discovery.http.tls import reload_on_change
 from discovery.runtime import Runtime
 from discovery.settings import Settings, parse_addr
-from discovery.tls import reload_on_change
 
 log = logging.getLogger("discovery")
 
@@ -71,7 +71,7 @@ async def serve(settings: Settings) -> None:
                 _uvicorn(metrics_app, settings.metrics_addr, settings, tls=False, lifespan="off")
             )
         if settings.grpc_addr:
-            from discovery.grpc_server import start_grpc_server
+            from discovery.grpc.server import start_grpc_server
 
             grpc_server = await start_grpc_server(service, settings)
 

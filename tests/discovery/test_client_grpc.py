@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from discovery.client import ClientError, Deleted, RawAffiliate, Snapshot, Updated, WatchEvent
-from discovery.client_grpc import GrpcDiscoveryClient
-from discovery.client_http import HttpDiscoveryClient
-from discovery.grpc_server import GrpcServer, start_grpc_server
+from discovery.client.grpc import GrpcDiscoveryClient
+from discovery.client.http import HttpDiscoveryClient
+from discovery.grpc.server import GrpcServer, start_grpc_server
 from discovery.settings import Settings
 from tests.support.live import LiveServer, live_server
 

@@ -14,7 +14,6 @@ import httpx
 import pytest
 import uvicorn
 
-from discovery import client_http
 from discovery.client import (
     ClientError,
     Deleted,
@@ -24,8 +23,9 @@ from discovery.client import (
     WatchEvent,
     connect,
 )
-from discovery.client_grpc import GrpcDiscoveryClient
-from discovery.client_http import HttpDiscoveryClient
+from discovery.client import http as client_http
+from discovery.client.grpc import GrpcDiscoveryClient
+from discovery.client.http import HttpDiscoveryClient
 from discovery.settings import Settings
 from tests.support.live import LiveServer, live_server
 

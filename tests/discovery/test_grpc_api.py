@@ -13,8 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from discovery.changes import Change
-from discovery.grpc_server import _render, bind_address
+from discovery.core.changes import Change
+from discovery.grpc.server import _render, bind_address
 from discovery.proto import cluster_pb2 as pb
 from discovery.proto import cluster_pb2_grpc
 from membership.model import Affiliate
@@ -398,7 +398,7 @@ def test_bind_address(addr: str, expected: str) -> None:
 
 
 async def test_a_port_in_use_fails_to_start(live: GrpcLive) -> None:
-    from discovery.grpc_server import start_grpc_server
+    from discovery.grpc.server import start_grpc_server
 
     taken = grpc_settings(grpc_addr=f"127.0.0.1:{live.server.port}")
     with pytest.raises(RuntimeError):

@@ -14,10 +14,10 @@ import httpx
 import pytest
 import uvicorn
 
-from discovery.app import create_app
-from discovery.changes import WatchSnapshot
+from discovery.core.changes import WatchSnapshot
+from discovery.core.service import DiscoveryService
+from discovery.http.app import create_app
 from discovery.proto import cluster_pb2 as pb
-from discovery.service import DiscoveryService
 from discovery.settings import Settings
 from tests.support.grpc_live import GrpcLive, grpc_live, grpc_settings, stub
 from tests.support.sse import SSEEvent, events
@@ -188,7 +188,7 @@ async def test_a_watcher_that_stops_reading_blocks_no_writer_and_loses_nothing()
 async def test_a_lagging_watcher_resyncs_by_diff_when_the_log_was_compacted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from discovery import grpc_server
+    from discovery.grpc import server as grpc_server
 
     resyncs: list[int] = []
     original = grpc_server._resync

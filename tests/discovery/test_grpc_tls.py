@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from discovery.grpc_tls import CertificateReloader
+from discovery.grpc.tls import CertificateReloader
 from discovery.proto import cluster_pb2 as pb
 from tests.support.certs import Pair, self_signed
 from tests.support.grpc_live import GrpcLive, grpc_live, grpc_settings, stub
@@ -104,7 +104,7 @@ def test_unusable_files_fail_at_startup(tmp_path: Path) -> None:
 
 
 async def test_cert_without_key_is_a_configuration_error(tmp_path: Path) -> None:
-    from discovery.grpc_server import start_grpc_server
+    from discovery.grpc.server import start_grpc_server
 
     async with grpc_live() as live:
         with pytest.raises(ValueError, match="together"):

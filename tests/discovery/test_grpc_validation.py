@@ -13,9 +13,9 @@ import grpc
 import pytest
 from google.protobuf.message import Message
 
+from discovery.core.service import DiscoveryService
 from discovery.proto import cluster_pb2 as pb
 from discovery.proto import cluster_pb2_grpc
-from discovery.service import DiscoveryService
 from tests.support.grpc_live import GrpcLive, grpc_live, grpc_settings, stub
 
 pytestmark = pytest.mark.anyio

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client import generate_latest
 
-from discovery.app import create_app
+from discovery.http.app import create_app
 from discovery.settings import Settings
 from storage.memory import MemoryEventLog
 

@@ -9,7 +9,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from discovery.app import create_app
+from discovery.http.app import create_app
 from discovery.settings import Settings
 from tests.support.process import ServiceProcess
 

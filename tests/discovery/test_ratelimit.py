@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from discovery.ratelimit import RateLimiter
+from discovery.core.ratelimit import RateLimiter
 
 
 def test_burst_then_refill_at_the_rate() -> None:

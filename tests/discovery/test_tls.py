@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from discovery.tls import reload_on_change
+from discovery.http.tls import reload_on_change
 from tests.support.certs import self_signed
 from tests.support.process import ServiceProcess
 

@@ -10,9 +10,9 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from discovery.changes import Change, WatchSnapshot
+from discovery.core.changes import Change, WatchSnapshot
+from discovery.core.service import DiscoveryService
 from discovery.runtime import Runtime
-from discovery.service import DiscoveryService
 from discovery.settings import Settings
 from storage.memory import MemoryEventLog
 from tests.fakes import FakeClock

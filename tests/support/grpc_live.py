@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import grpc
 
-from discovery.grpc_server import GrpcServer, start_grpc_server
+from discovery.core.service import DiscoveryService
+from discovery.grpc.server import GrpcServer, start_grpc_server
 from discovery.proto import cluster_pb2_grpc
 from discovery.runtime import Runtime
-from discovery.service import DiscoveryService
 from discovery.settings import Settings
 from storage.base import EventLog
 

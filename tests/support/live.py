@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from discovery.app import create_app
-from discovery.clock import Clock, system_clock
+from discovery.core.clock import Clock, system_clock
+from discovery.core.service import DiscoveryService
+from discovery.http.app import create_app
 from discovery.runtime import Runtime
-from discovery.service import DiscoveryService
 from discovery.settings import Settings
 from storage.base import EventLog
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from discovery.errors import InvalidArgument
+from discovery.core.errors import InvalidArgument
 from membership.limits import Limits
 
 

@@ -20,10 +20,16 @@ from urllib.parse import unquote
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from discovery import clientip
-from discovery.clientip import IPAddress
-from discovery.errors import InvalidArgument, NotReady, RateLimited, ResourceExhausted, ServiceError
-from discovery.service import DiscoveryService
+from discovery.core import clientip
+from discovery.core.clientip import IPAddress
+from discovery.core.errors import (
+    InvalidArgument,
+    NotReady,
+    RateLimited,
+    ResourceExhausted,
+    ServiceError,
+)
+from discovery.core.service import DiscoveryService
 from discovery.settings import Settings
 
 log = logging.getLogger("discovery.grpc")

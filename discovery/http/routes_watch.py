@@ -9,10 +9,10 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
-from discovery.changes import Change, WatchMessage, WatchSnapshot
-from discovery.deps import LimitedServiceDep, path_id
-from discovery.errors import InvalidArgument
-from discovery.schemas import AffiliateOut
+from discovery.core.changes import Change, WatchMessage, WatchSnapshot
+from discovery.core.errors import InvalidArgument
+from discovery.http.deps import LimitedServiceDep, path_id
+from discovery.http.schemas import AffiliateOut
 
 router = APIRouter(prefix="/v1/clusters", tags=["watch"])
 

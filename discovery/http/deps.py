@@ -8,9 +8,9 @@ from urllib.parse import unquote
 
 from fastapi import Depends, Request
 
-from discovery import clientip
-from discovery.errors import InvalidArgument
-from discovery.service import DiscoveryService
+from discovery.core import clientip
+from discovery.core.errors import InvalidArgument
+from discovery.core.service import DiscoveryService
 from discovery.settings import Settings
 
 

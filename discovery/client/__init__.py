@@ -103,11 +103,11 @@ def connect(url: str, *, timeout: float = 10.0) -> DiscoveryClient:
     """A client for `url`: http(s)://host:port or grpc(s)://host:port; ValueError otherwise."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in ("http", "https"):
-        from discovery.client_http import HttpDiscoveryClient
+        from discovery.client.http import HttpDiscoveryClient
 
         return HttpDiscoveryClient(url, timeout=timeout)
     if scheme in ("grpc", "grpcs"):
-        from discovery.client_grpc import GrpcDiscoveryClient
+        from discovery.client.grpc import GrpcDiscoveryClient
 
         return GrpcDiscoveryClient(url, timeout=timeout)
     raise ValueError(

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from ipaddress import IPv4Address, IPv6Address
 
-from discovery import validate
-from discovery.changes import Change, WatchMessage, change_of
-from discovery.clock import Clock, system_clock
-from discovery.errors import InvalidArgument, NotReady, RateLimited, ResourceExhausted
-from discovery.hub import WatchHub
-from discovery.metrics import Metrics, parse_client_version
-from discovery.projection import Projection
-from discovery.ratelimit import RateLimiter
+from discovery.core import validate
+from discovery.core.changes import Change, WatchMessage, change_of
+from discovery.core.clock import Clock, system_clock
+from discovery.core.errors import InvalidArgument, NotReady, RateLimited, ResourceExhausted
+from discovery.core.hub import WatchHub
+from discovery.core.metrics import Metrics, parse_client_version
+from discovery.core.projection import Projection
+from discovery.core.ratelimit import RateLimiter
 from membership import commands
 from membership.codec import decode_event, encode_event, event_type
 from membership.errors import DomainError, TTLTooLarge

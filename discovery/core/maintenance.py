@@ -12,15 +12,15 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from discovery.errors import NotReady
+from discovery.core.errors import NotReady
+from discovery.core.service import DiscoveryService
 from discovery.leader import Leadership
-from discovery.service import DiscoveryService
 from membership.commands import collect_garbage
 from membership.events import GLOBAL_STREAM, AffiliateExpired, DowntimeCredited
 from membership.snapshot import encode_snapshot
 from storage.errors import Conflict, StorageError
 
-log = logging.getLogger("discovery.maintenance")
+log = logging.getLogger("discovery.core.maintenance")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from discovery.errors import (
+from discovery.core.errors import (
     InvalidArgument,
     NotReady,
     RateLimited,

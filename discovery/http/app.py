@@ -7,12 +7,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from discovery import api_clusters, api_meta, api_watch, http_errors
-from discovery.clock import Clock, system_clock
-from discovery.http_metrics import RequestMetrics
-from discovery.middleware import BodyLimit, RawIDPath
+from discovery.core.clock import Clock, system_clock
+from discovery.core.service import DiscoveryService
+from discovery.http import errors as http_errors
+from discovery.http import routes_clusters as api_clusters
+from discovery.http import routes_meta as api_meta
+from discovery.http import routes_watch as api_watch
+from discovery.http.middleware import BodyLimit, RawIDPath
+from discovery.http.request_metrics import RequestMetrics
 from discovery.runtime import Runtime
-from discovery.service import DiscoveryService
 from discovery.settings import Settings
 from storage.base import EventLog
 

@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from discovery.deps import LimitedServiceDep, path_id
-from discovery.schemas import (
+from discovery.http.deps import LimitedServiceDep, path_id
+from discovery.http.schemas import (
     AffiliateList,
     AffiliateOut,
     AffiliateUpdate,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from discovery.changes import Change, WatchSnapshot
-from discovery.projection import Projection
+from discovery.core.changes import Change, WatchSnapshot
+from discovery.core.projection import Projection
 
 
 class Subscription:

@@ -19,11 +19,11 @@ from datetime import timedelta
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from discovery.changes import Change, WatchSnapshot
-from discovery.grpc_interceptors import Call, CallHandlers
-from discovery.grpc_tls import CertificateReloader
+from discovery.core.changes import Change, WatchSnapshot
+from discovery.core.service import DiscoveryService
+from discovery.grpc.interceptors import Call, CallHandlers
+from discovery.grpc.tls import CertificateReloader
 from discovery.proto import cluster_pb2 as pb
-from discovery.service import DiscoveryService
 from discovery.settings import Settings, parse_addr
 from membership.model import Affiliate
 

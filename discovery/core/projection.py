@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
 
-from discovery.changes import Change, change_of
+from discovery.core.changes import Change, change_of
 from membership.codec import decode_event
 from membership.events import Event
 from membership.model import ClusterView

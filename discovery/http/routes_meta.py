@@ -8,8 +8,8 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from discovery.deps import ClientIPDep, LimitedServiceDep, ServiceDep
-from discovery.schemas import HelloRequest, HelloResponse
+from discovery.http.deps import ClientIPDep, LimitedServiceDep, ServiceDep
+from discovery.http.schemas import HelloRequest, HelloResponse
 
 router = APIRouter()
 
