@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import signal
 import sys
 from collections.abc import Sequence
 
 from pydantic import ValidationError
 
 from discovery.settings import Settings
-from storage.errors import StorageError
+
+log = logging.getLogger("discovery")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,16 +48,29 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
         raise SystemExit(2) from None
 
 
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then drain (final snapshot included)."""
+    from discovery.runtime import Runtime
+
+    runtime = Runtime(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runtime.stop_soon)
+    async with runtime:
+        await runtime.wait()
+    log.info("service stopped")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     settings = load_settings(argv)
     from discovery import logs
-    from discovery.server import serve
+    from discovery.startup import StartupError
 
     logs.configure(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))
-    except StorageError as exc:
-        print(f"discovery-service: storage {settings.storage!r}: {exc}", file=sys.stderr)
+    except StartupError as exc:
+        print(f"discovery-service: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         pass

@@ -34,7 +34,9 @@ class Settings(BaseSettings):
 
     rate_limit: float = Field(L.IP_RATE_PER_SECOND, ge=0, description="requests/s per IP, 0=off")
     rate_burst: int = Field(L.IP_RATE_BURST, ge=1)
-    watch_buffer: int = Field(256, ge=1, description="queued changes per watcher before catch-up")
+    watch_buffer: int = Field(
+        L.WATCH_BUFFER, ge=1, description="queued changes per watcher before catch-up"
+    )
     max_body_bytes: int = Field(64 * 1024, ge=1024)
 
     cluster_id_max: int = Field(L.CLUSTER_ID_MAX, ge=1)

@@ -20,8 +20,9 @@ TTL_MAX = timedelta(minutes=30)
 IP_RATE_PER_SECOND = 15.0
 IP_RATE_BURST = 60
 
-# Watch queues: upstream buffers 32 notifications before dropping a watcher.
-WATCH_BUFFER = 32
+# Changes queued per watcher. Upstream drops a watcher after 32; ours falls back to reading
+# the log instead, so a deeper queue only saves log reads for short bursts.
+WATCH_BUFFER = 256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,7 +8,6 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from importlib.metadata import PackageNotFoundError, version
 from ipaddress import ip_address
 from typing import Any
 from urllib.parse import quote
@@ -24,15 +23,13 @@ from discovery.client import (
     Updated,
     WatchEvent,
 )
+from discovery.version import SERVER_VERSION
 
-# The server sends a keep-alive comment every 15 s (api_watch.HEARTBEAT_SECONDS); three missed
-# ones mean the connection is dead even if TCP has not noticed (NAT drop, half-open socket).
+# The server sends a keep-alive comment every 15 s (routes_watch.HEARTBEAT_SECONDS); three
+# missed ones mean the connection is dead even if TCP has not noticed (NAT drop, half-open socket).
 WATCH_READ_TIMEOUT = 45.0
 
-try:
-    _USER_AGENT = f"kubespan-discovery/{version('kubespan-discovery')}"
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    _USER_AGENT = "kubespan-discovery"
+_USER_AGENT = f"kubespan-discovery/{SERVER_VERSION}"
 
 
 class HttpDiscoveryClient:

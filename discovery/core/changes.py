@@ -1,28 +1,25 @@
 """What a watcher sees: a snapshot first, then one change per visible event.
 
-A change is rendered once per front end and shared by every watcher of the cluster (the
-caches below), so fan-out to thousands of watchers costs one encoding per event.
+Each front end renders a change once and shares the bytes with every watcher of the cluster
+(keyed weakly by the change), so fan-out to thousands of watchers costs one encoding per event.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from membership.events import AffiliateDeleted, AffiliateExpired, AffiliateUpdated, EndpointsExpired
 from membership.events import Event as DomainEvent
 from membership.model import Affiliate
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, frozen=True, eq=False, weakref_slot=True)
 class Change:
     """A visible change at `revision`: `affiliate` for an update, None for a deletion."""
 
     revision: int
     affiliate_id: str
     affiliate: Affiliate | None
-    # Per-front-end renderings (e.g. "sse", "grpc"), filled on first use.
-    rendered: dict[str, Any] = field(default_factory=dict)
 
     @property
     def deleted(self) -> bool:

@@ -11,3 +11,7 @@ Clock = Callable[[], datetime]
 def system_clock() -> datetime:
     """The current UTC time."""
     return datetime.now(UTC)
+
+
+# Seconds from an arbitrary origin that never goes backwards (rate limits, schedules).
+Monotonic = Callable[[], float]

@@ -29,6 +29,7 @@ from discovery.core.errors import (
     ResourceExhausted,
     ServiceError,
 )
+from discovery.core.metrics import Metrics
 from discovery.core.service import DiscoveryService
 from discovery.settings import Settings
 
@@ -98,8 +99,7 @@ def _metadata_getter(context: grpc.aio.ServicerContext) -> Callable[[str], str |
 class _MethodMetrics:
     """The metric children of one method, looked up once instead of on every call."""
 
-    def __init__(self, service: DiscoveryService, kind: str, grpc_service: str, method: str):
-        metrics = service.metrics
+    def __init__(self, metrics: Metrics, kind: str, grpc_service: str, method: str):
         self.labels = (kind, grpc_service, method)
         self.started = metrics.grpc_started.labels(*self.labels)
         self.seconds = metrics.grpc_seconds.labels(*self.labels)
@@ -122,15 +122,18 @@ class _MethodMetrics:
 class CallHandlers:
     """Builds grpc method handlers that run a servicer method inside the per-call plumbing."""
 
-    def __init__(self, service: DiscoveryService, settings: Settings, grpc_service: str) -> None:
-        self._service = service
+    def __init__(
+        self, core: DiscoveryService, settings: Settings, metrics: Metrics, grpc_service: str
+    ) -> None:
+        self._core = core
         self._settings = settings
+        self._metrics = metrics
         self._grpc_service = grpc_service
 
     def unary(
         self, method: str, request_type: type[Request], behavior: UnaryBehavior[Request]
     ) -> grpc.RpcMethodHandler:
-        metrics = _MethodMetrics(self._service, "unary", self._grpc_service, method)
+        metrics = _MethodMetrics(self._metrics, "unary", self._grpc_service, method)
 
         async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
             response = await self._handle(metrics, request_type, raw, context, behavior)
@@ -143,7 +146,7 @@ class CallHandlers:
         self, method: str, request_type: type[Request], behavior: StreamBehavior[Request]
     ) -> grpc.RpcMethodHandler:
         """`behavior` writes already-encoded messages with `call.context.write(bytes)`."""
-        metrics = _MethodMetrics(self._service, "server_stream", self._grpc_service, method)
+        metrics = _MethodMetrics(self._metrics, "server_stream", self._grpc_service, method)
 
         async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> None:
             await self._handle(metrics, request_type, raw, context, behavior)
@@ -175,7 +178,9 @@ class CallHandlers:
             else:
                 request = decoded
                 call = Call(context, address or "", self._client_ip(address, context))
-                await self._throttle(call)
+                # Upstream delays a call until the client's bucket has a token
+                # (`limiter.Wait(ctx)`) and fails only when that would outlast the deadline.
+                await self._core.admit(call.client_ip, wait_up_to=context.time_remaining())
                 results.append(await behavior(decoded, call))
         except ServiceError as exc:
             code, details = _STATUS.get(type(exc), grpc.StatusCode.INTERNAL), exc.message
@@ -203,19 +208,6 @@ class CallHandlers:
             trust_x_real_ip=self._settings.trust_x_real_ip,
             trust_x_forwarded_for=self._settings.trust_x_forwarded_for,
         )
-
-    async def _throttle(self, call: Call) -> None:
-        """Delay the call until the client's bucket has a token, as upstream does
-        (`limiter.Wait(ctx)`); fail only when the wait would outlast the call's deadline."""
-        if call.client_ip is None:
-            return
-        while (wait := self._service.limiter.acquire(call.client_ip, time.monotonic())) > 0:
-            remaining: float | None = call.context.time_remaining()
-            if remaining is not None and wait > remaining:
-                self._service.metrics.rate_limited.inc()
-                raise RateLimited("rate limit exceeds request timeout", retry_after=wait)
-            # Tokens are not reserved, so concurrent waiters may race: re-check after sleeping.
-            await asyncio.sleep(wait)
 
     def _log(
         self,

@@ -3,8 +3,8 @@
 Each RPC maps onto one `DiscoveryService` call (reference §1.3). Per-call plumbing (logs, rate
 limit, metrics, panic recovery) is in grpc_interceptors.py, TLS reloading in grpc_tls.py.
 
-    server = await start_grpc_server(service, settings)   # settings.grpc_addr, e.g. ":3000"
-    server.port                                              # the bound port (useful with ":0")
+    server = await start_grpc_server(core, settings, metrics)  # settings.grpc_addr, ":3000"
+    server.port                                                 # the bound port (with ":0")
     await server.stop(grace=2.0)
 """
 
@@ -13,27 +13,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Iterable, Iterator
-from datetime import timedelta
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from discovery.core.changes import Change, WatchSnapshot
+from discovery.core.metrics import Metrics
 from discovery.core.service import DiscoveryService
 from discovery.grpc.interceptors import Call, CallHandlers
 from discovery.grpc.tls import CertificateReloader
 from discovery.proto import cluster_pb2 as pb
 from discovery.settings import Settings, parse_addr
+from discovery.startup import StartupError
 from membership.model import Affiliate
 
 log = logging.getLogger("discovery.grpc")
 
 SERVICE = "sidero.discovery.server.Cluster"
 
-# Bounds a wire Duration before it becomes a timedelta (which overflows near 2.7e12 s);
-# anything this large fails validation as "ttl is too large" anyway.
-_TTL_CLAMP_SECONDS = 10**9
+# Each change's WatchResponse, encoded once and shared by every gRPC watcher of the cluster.
+_frames: weakref.WeakKeyDictionary[Change, bytes] = weakref.WeakKeyDictionary()
 
 _OPTIONS: list[tuple[str, int]] = [
     # Upstream lowered its gRPC buffers to 16 KiB for "lots of connections with relatively low
@@ -55,18 +56,17 @@ def _affiliate(a: Affiliate) -> pb.Affiliate:
     return pb.Affiliate(id=a.id, data=a.data, endpoints=a.endpoint_blobs())
 
 
-def _ttl(request: pb.AffiliateUpdateRequest) -> timedelta:
+def _ttl_seconds(request: pb.AffiliateUpdateRequest) -> float:
     """The request's TTL; missing counts as zero (expires at the next GC, like upstream)."""
     if not request.HasField("ttl"):
-        return timedelta(0)
+        return 0.0
     ttl: Duration = request.ttl
-    seconds = max(-_TTL_CLAMP_SECONDS, min(ttl.seconds, _TTL_CLAMP_SECONDS))
-    return timedelta(seconds=seconds, microseconds=ttl.nanos // 1000)
+    return ttl.seconds + ttl.nanos / 1e9
 
 
 def _render(change: Change) -> bytes:
     """One encoded WatchResponse per change, shared by every gRPC watcher of the cluster."""
-    cached: bytes | None = change.rendered.get("grpc")
+    cached = _frames.get(change)
     if cached is None:
         if change.affiliate is None:
             message = pb.WatchResponse(
@@ -74,7 +74,7 @@ def _render(change: Change) -> bytes:
             )
         else:
             message = pb.WatchResponse(affiliates=[_affiliate(change.affiliate)])
-        cached = change.rendered["grpc"] = message.SerializeToString()
+        cached = _frames[change] = message.SerializeToString()
     return cached
 
 
@@ -120,7 +120,7 @@ class ClusterServicer:
             request.affiliate_id,
             data=request.affiliate_data if request.HasField("affiliate_data") else None,
             endpoints=list(request.affiliate_endpoints),
-            ttl=_ttl(request),
+            ttl_seconds=_ttl_seconds(request),
         )
         return pb.AffiliateUpdateResponse()
 
@@ -195,15 +195,12 @@ class GrpcServer:
             await asyncio.wait_for(self._servicer.close(), grace)
         await self.server.stop(grace)
 
-    async def wait_for_termination(self) -> None:
-        await self.server.wait_for_termination()
-
 
 def bind_address(addr: str) -> str:
     """grpc's form of a HOST:PORT setting: ":3000" means every interface."""
     host, port = parse_addr(addr)
     if port is None:
-        raise ValueError(f"gRPC address must be HOST:PORT or :PORT, got {addr!r}")
+        raise StartupError(f"gRPC address must be HOST:PORT or :PORT, got {addr!r}")
     if not host:
         host = "[::]"  # dual-stack: IPv4 clients arrive as ::ffff:a.b.c.d (unmapped later)
     elif ":" in host:
@@ -232,23 +229,36 @@ def _check_methods(names: Iterable[str]) -> None:
         raise RuntimeError(f"gRPC handlers {sorted(names)} do not match the proto {declared}")
 
 
-async def start_grpc_server(service: DiscoveryService, settings: Settings) -> GrpcServer:
-    """Listen on `settings.grpc_addr`: h2c, or TLS (reloaded on change) when a cert is set."""
+async def start_grpc_server(
+    core: DiscoveryService, settings: Settings, metrics: Metrics
+) -> GrpcServer:
+    """Listen on `settings.grpc_addr`: h2c, or TLS (reloaded on change) when a cert is set.
+
+    Raises StartupError when the address cannot be bound or the certificate is unusable."""
     if bool(settings.tls_cert) != bool(settings.tls_key):
-        raise ValueError("tls_cert and tls_key must be set together")
-    servicer = ClusterServicer(service)
-    handlers = _handlers(CallHandlers(service, settings, SERVICE), servicer)
+        raise StartupError("--tls-cert and --tls-key must be given together")
+    servicer = ClusterServicer(core)
+    handlers = _handlers(CallHandlers(core, settings, metrics, SERVICE), servicer)
     _check_methods(handlers)
     server = grpc.aio.server(options=_OPTIONS)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
     address = bind_address(settings.grpc_addr)
     port: int
-    if settings.tls_cert:
-        credentials = CertificateReloader(settings.tls_cert, settings.tls_key).credentials()
-        port = server.add_secure_port(address, credentials)
-    else:
-        port = server.add_insecure_port(address)
+    try:
+        if settings.tls_cert:
+            try:
+                reloader = CertificateReloader(settings.tls_cert, settings.tls_key)
+            except (OSError, ValueError) as exc:
+                raise StartupError(f"TLS for gRPC: {exc}") from None
+            port = server.add_secure_port(address, reloader.credentials())
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:
+        # grpc says only "Failed to bind to address ..." (details need GRPC_VERBOSITY).
+        raise StartupError(
+            f"cannot listen on {settings.grpc_addr} for gRPC: address in use or not available"
+        ) from None
     await server.start()
     log.info(
         "API server starting",

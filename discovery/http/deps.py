@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the core, the client IP, the rate limit."""
+"""FastAPI dependencies: the core, the client IP, admission through the core's rate limit."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from discovery.core.service import DiscoveryService
 from discovery.settings import Settings
 
 
-async def get_service(request: Request) -> DiscoveryService:
-    service: DiscoveryService = request.app.state.service
-    return service
+async def get_core(request: Request) -> DiscoveryService:
+    core: DiscoveryService = request.app.state.core
+    return core
 
 
-ServiceDep = Annotated[DiscoveryService, Depends(get_service)]
+CoreDep = Annotated[DiscoveryService, Depends(get_core)]
 
 
 def client_ip_of(request: Request) -> IPv4Address | IPv6Address | None:
@@ -40,19 +40,18 @@ async def get_client_ip(request: Request) -> IPv4Address | IPv6Address | None:
 ClientIPDep = Annotated[IPv4Address | IPv6Address | None, Depends(get_client_ip)]
 
 
-async def limited_service(request: Request) -> DiscoveryService:
-    """The core, after taking a rate-limit token for the caller's IP.
+async def admitted_core(request: Request) -> DiscoveryService:
+    """The core, once it has admitted the caller (a rate-limit token; HTTP never waits).
 
     One dependency rather than a chain: FastAPI's dependency resolution costs more per
     request than the rest of a write's CPU work, and this sits on every API call.
     """
-    service: DiscoveryService = request.app.state.service
-    if service.limiter.rate > 0:
-        service.check_rate(client_ip_of(request))
-    return service
+    core: DiscoveryService = request.app.state.core
+    await core.admit(client_ip_of(request))
+    return core
 
 
-LimitedServiceDep = Annotated[DiscoveryService, Depends(limited_service)]
+AdmittedCoreDep = Annotated[DiscoveryService, Depends(admitted_core)]
 
 
 def path_id(raw: str, what: str) -> str:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from discovery.core.metrics import Metrics
+
 
 class RequestMetrics:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        self._requests = metrics.requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -27,7 +30,4 @@ class RequestMetrics:
             # The route's name, not the path: ids in paths would explode the label set.
             route = scope.get("route")
             operation = getattr(route, "name", None) or "unmatched"
-            # The core (and its registry) is created by the lifespan, after this middleware.
-            service = getattr(scope["app"].state, "service", None)
-            if service is not None:
-                service.metrics.requests.labels("http", operation, str(status)).inc()
+            self._requests.labels("http", operation, str(status)).inc()

@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import html
-from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from discovery.http.deps import ClientIPDep, LimitedServiceDep, ServiceDep
+from discovery.http.deps import AdmittedCoreDep, ClientIPDep, CoreDep
 from discovery.http.schemas import HelloRequest, HelloResponse
+from discovery.version import SERVER_VERSION
 
 router = APIRouter()
 
-try:
-    SERVER_VERSION = version("kubespan-discovery")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    SERVER_VERSION = "0.0.0"
-
 
 @router.post("/v1/hello", response_model=HelloResponse, tags=["hello"])
-async def hello(
-    body: HelloRequest, service: LimitedServiceDep, client_ip: ClientIPDep
-) -> HelloResponse:
+async def hello(body: HelloRequest, core: AdmittedCoreDep, client_ip: ClientIPDep) -> HelloResponse:
     """The client's IP as seen here (an endpoint candidate) and an optional redirect."""
-    result = service.hello(body.cluster_id, body.client_version, client_ip)
+    result = core.hello(body.cluster_id, body.client_version, client_ip)
     return HelloResponse(
         client_ip=str(result.client_ip) if result.client_ip is not None else None,
         redirect=result.redirect or None,
@@ -39,28 +32,29 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["health"])
-async def readyz(service: ServiceDep) -> JSONResponse:
+async def readyz(core: CoreDep) -> JSONResponse:
     """200 once the state is loaded and the event log answers; 503 otherwise."""
-    if service.ready:
+    status = core.status()
+    if status.ready:
         return JSONResponse(
-            {"status": "ready", "revision": service.projection.head, "leader": service.leader}
+            {"status": "ready", "revision": status.revision, "leader": status.leader}
         )
-    reason = "loading" if not service.loaded else "event log unavailable"
-    return JSONResponse({"error": {"code": "unavailable", "message": reason}}, status_code=503)
+    message = {"code": "unavailable", "message": status.reason}
+    return JSONResponse({"error": message}, status_code=503)
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def landing(service: ServiceDep) -> HTMLResponse:
-    clusters, affiliates, endpoints = service.projection.counts()
+async def landing(core: CoreDep) -> HTMLResponse:
+    status = core.status()
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>"
         for k, v in (
-            ("clusters", clusters),
-            ("affiliates", affiliates),
-            ("endpoints", endpoints),
-            ("watchers", service.hub.watchers()),
-            ("log revision", service.projection.head),
-            ("ready", "yes" if service.ready else "no"),
+            ("clusters", status.clusters),
+            ("affiliates", status.affiliates),
+            ("endpoints", status.endpoints),
+            ("watchers", status.watchers),
+            ("log revision", status.revision),
+            ("ready", "yes" if status.ready else "no"),
         )
     )
     return HTMLResponse(_PAGE.format(version=html.escape(SERVER_VERSION), rows=rows))

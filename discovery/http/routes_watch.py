@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -11,13 +12,17 @@ from fastapi.responses import StreamingResponse
 
 from discovery.core.changes import Change, WatchMessage, WatchSnapshot
 from discovery.core.errors import InvalidArgument
-from discovery.http.deps import LimitedServiceDep, path_id
+from discovery.http.deps import AdmittedCoreDep, path_id
 from discovery.http.schemas import AffiliateOut
 
 router = APIRouter(prefix="/v1/clusters", tags=["watch"])
 
 HEARTBEAT_SECONDS = 15.0
 _KEEPALIVE = b": keepalive\n\n"
+
+# Each change's frame, rendered once and shared by every watcher of the cluster; an entry
+# goes when the last watcher queue lets go of its change.
+_frames: weakref.WeakKeyDictionary[Change, bytes] = weakref.WeakKeyDictionary()
 
 
 def _frame(revision: int, kind: str, payload: object) -> bytes:
@@ -34,9 +39,9 @@ def render(message: WatchMessage | None) -> bytes:
         return _frame(
             message.revision, "snapshot", {"revision": message.revision, "affiliates": affiliates}
         )
-    cached: bytes | None = message.rendered.get("sse")
+    cached = _frames.get(message)
     if cached is None:
-        cached = message.rendered["sse"] = _render_change(message)
+        cached = _frames[message] = _render_change(message)
     return cached
 
 
@@ -59,12 +64,12 @@ def _resume_point(since: int | None, last_event_id: str | None) -> int | None:
 @router.get("/{cluster}/watch", response_class=StreamingResponse)
 async def watch(
     cluster: str,
-    service: LimitedServiceDep,
+    core: AdmittedCoreDep,
     since: Annotated[int | None, Query(ge=0, description="resume after this revision")] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """`snapshot`, then `update` / `delete` events; `id:` is the revision to resume from."""
-    stream = service.watch(
+    stream = core.watch(
         path_id(cluster, "cluster ID"),
         since=_resume_point(since, last_event_id),
         idle=HEARTBEAT_SECONDS,

@@ -7,7 +7,7 @@ import logging
 import os
 import ssl
 
-log = logging.getLogger("discovery.http.tls")
+log = logging.getLogger("discovery.tls")
 
 
 def _mtimes(*paths: str) -> tuple[float, ...]:

@@ -43,11 +43,11 @@ def test_rules_are_complete() -> None:
 
 @pytest.mark.anyio
 async def test_rules_use_only_metrics_the_service_exports() -> None:
-    runtime = Runtime(Settings(storage="memory://", rate_limit=0))
-    service = await runtime.start()
+    runtime = Runtime(Settings(storage="memory://", rate_limit=0), listeners=False)
+    await runtime.start()
     try:
         # Families, not samples: a labelled counter has no samples before its first increment.
-        families = {m.name: m.type for m in service.metrics.registry.collect()}
+        families = {m.name: m.type for m in runtime.metrics.registry.collect()}
     finally:
         await runtime.stop()
     samples = {name + sfx for name, kind in families.items() for sfx in SUFFIXES[kind]}

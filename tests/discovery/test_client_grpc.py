@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 from discovery.client import ClientError, Deleted, RawAffiliate, Snapshot, Updated, WatchEvent
 from discovery.client.grpc import GrpcDiscoveryClient
 from discovery.client.http import HttpDiscoveryClient
+from discovery.core.clock import system_clock
 from discovery.grpc.server import GrpcServer, start_grpc_server
 from discovery.settings import Settings
 from tests.support.live import LiveServer, live_server
@@ -54,7 +55,7 @@ async def running(
     """One core behind both front ends; the client speaks gRPC (grpcs when TLS is set)."""
     settings = settings or settings_for()
     async with live_server(settings) as live:
-        server = await start_grpc_server(live.service, settings)
+        server = await start_grpc_server(live.service, settings, live.runtime.metrics)
         scheme = "grpcs" if settings.tls_cert else "grpc"
         url = f"{scheme}://127.0.0.1:{server.port}"
         grpc_client = GrpcDiscoveryClient(url, timeout=5.0, ca_file=ca_file)
@@ -179,7 +180,7 @@ async def test_ttl_is_sent_as_a_duration() -> None:
         ttl = timedelta(seconds=90, milliseconds=500)
         await r.client.update(CLUSTER, AFFILIATE, data=b"d", endpoints=[], ttl=ttl)
         _, [affiliate] = r.live.service.list_affiliates(CLUSTER)
-    remaining = affiliate.expires_at - r.live.service.clock()
+    remaining = affiliate.expires_at - system_clock()
     assert timedelta(seconds=85) < remaining <= ttl
 
 

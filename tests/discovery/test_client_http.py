@@ -26,6 +26,7 @@ from discovery.client import (
 from discovery.client import http as client_http
 from discovery.client.grpc import GrpcDiscoveryClient
 from discovery.client.http import HttpDiscoveryClient
+from discovery.core.clock import system_clock
 from discovery.settings import Settings
 from tests.support.live import LiveServer, live_server
 
@@ -124,7 +125,7 @@ async def test_ttl_is_sent_in_seconds() -> None:
     async with running() as (live, client):
         await client.update(CLUSTER, AFFILIATE, data=b"d", endpoints=[], ttl=timedelta(seconds=90))
         _, [affiliate] = live.service.list_affiliates(CLUSTER)
-    remaining = affiliate.expires_at - live.service.clock()
+    remaining = affiliate.expires_at - system_clock()
     assert timedelta(seconds=85) < remaining <= timedelta(seconds=90)
 
 
@@ -138,7 +139,7 @@ async def test_watch_snapshot_then_updates_and_deletes_by_other_writers() -> Non
             [snapshot] = await take(stream)
             assert isinstance(snapshot, Snapshot)
             assert snapshot.affiliates == (RawAffiliate("before", b"b", (b"e",)),)
-            assert snapshot.revision == live.service.projection.head
+            assert snapshot.revision == live.service.status().revision
 
             await writer.update(CLUSTER, AFFILIATE, data=b"one", endpoints=[b"e1"], ttl=TTL)
             await writer.update("another cluster", "x", data=b"x", endpoints=[], ttl=TTL)

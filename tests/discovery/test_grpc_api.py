@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from discovery.core.changes import Change
-from discovery.grpc.server import _render, bind_address
+from discovery.grpc.server import _frames, _render, bind_address
 from discovery.proto import cluster_pb2 as pb
 from discovery.proto import cluster_pb2_grpc
 from membership.model import Affiliate
@@ -98,8 +98,8 @@ def _has_ipv6_loopback() -> bool:
 @pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
 async def test_hello_on_a_dual_stack_listener_unmaps_ipv4_and_keeps_ipv6() -> None:
     async with grpc_live(grpc_settings(grpc_addr=":0")) as live:
-        via_v4 = await hello(live, target=f"127.0.0.1:{live.server.port}")
-        via_v6 = await hello(live, target=f"[::1]:{live.server.port}")
+        via_v4 = await hello(live, target=f"127.0.0.1:{live.port}")
+        via_v6 = await hello(live, target=f"[::1]:{live.port}")
     assert via_v4.client_ip == bytes([127, 0, 0, 1])
     assert via_v6.client_ip == ip_address("::1").packed and len(via_v6.client_ip) == 16
 
@@ -147,7 +147,7 @@ async def test_hello_redirects_every_client_when_configured() -> None:
 
 async def test_hello_counts_client_versions(live: GrpcLive) -> None:
     await hello(live)
-    value = live.service.metrics.registry.get_sample_value(
+    value = live.runtime.metrics.registry.get_sample_value(
         "discovery_server_hello_requests_total", {"client_version": "v1.9"}
     )
     assert value == 1
@@ -302,11 +302,11 @@ async def test_server_stop_ends_watch_streams_cleanly() -> None:
     async with grpc_live() as live, live.channel() as channel:
         call = stub(channel).Watch(pb.WatchRequest(cluster_id="c"))
         await read(call)
-        await live.server.stop(grace=1.0)
+        await live.runtime.stop()
         async with asyncio.timeout(5):
             assert await call.read() is grpc.aio.EOF
         assert await call.code() is grpc.StatusCode.OK
-    assert live.service.hub.watchers() == 0
+    assert live.service.status().watchers == 0
 
 
 def test_a_change_is_rendered_once_for_every_grpc_watcher() -> None:
@@ -315,7 +315,7 @@ def test_a_change_is_rendered_once_for_every_grpc_watcher() -> None:
     affiliate = Affiliate("a", b"d", (), datetime(2026, 1, 1, tzinfo=UTC))
     change = Change(7, "a", affiliate)
     first = _render(change)
-    assert _render(change) is first and change.rendered["grpc"] is first
+    assert _render(change) is first and _frames[change] is first
     assert pb.WatchResponse.FromString(first).affiliates[0].id == "a"
 
 
@@ -325,11 +325,11 @@ def test_a_change_is_rendered_once_for_every_grpc_watcher() -> None:
 async def test_storage_outage_is_unavailable(
     live: GrpcLive, client: cluster_pb2_grpc.ClusterStub
 ) -> None:
-    live.service.storage_ok = False
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await client.List(pb.ListRequest(cluster_id="c"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(live.service, "_storage_ok", False)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await client.List(pb.ListRequest(cluster_id="c"))
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
-    live.service.storage_ok = True
 
 
 async def test_an_unexpected_exception_is_internal_and_the_server_keeps_serving(
@@ -360,7 +360,7 @@ async def test_calls_are_counted_and_logged(
     await update(client, "a", b"d")
     with pytest.raises(grpc.aio.AioRpcError):
         await client.List(pb.ListRequest(cluster_id=""))
-    sample = live.service.metrics.registry.get_sample_value
+    sample = live.runtime.metrics.registry.get_sample_value
     labels = {"grpc_type": "unary", "grpc_service": "sidero.discovery.server.Cluster"}
     assert (
         sample(
@@ -399,10 +399,11 @@ def test_bind_address(addr: str, expected: str) -> None:
 
 async def test_a_port_in_use_fails_to_start(live: GrpcLive) -> None:
     from discovery.grpc.server import start_grpc_server
+    from discovery.startup import StartupError
 
-    taken = grpc_settings(grpc_addr=f"127.0.0.1:{live.server.port}")
-    with pytest.raises(RuntimeError):
-        await start_grpc_server(live.service, taken)
+    taken = grpc_settings(grpc_addr=f"127.0.0.1:{live.port}")
+    with pytest.raises(StartupError):
+        await start_grpc_server(live.service, taken, live.runtime.metrics)
 
 
 async def test_a_cancelled_watch_unsubscribes(
@@ -411,9 +412,9 @@ async def test_a_cancelled_watch_unsubscribes(
     calls = [client.Watch(pb.WatchRequest(cluster_id="c")) for _ in range(3)]
     for call in calls:
         await read(call)
-    assert live.service.hub.watchers() == 3
+    assert live.service.status().watchers == 3
     for call in calls:
         call.cancel()
     async with asyncio.timeout(5):
-        while live.service.hub.watchers():
+        while live.service.status().watchers:
             await asyncio.sleep(0.01)

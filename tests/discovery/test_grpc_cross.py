@@ -6,19 +6,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
 import grpc
 import httpx
 import pytest
-import uvicorn
 
 from discovery.core.changes import WatchSnapshot
-from discovery.core.service import DiscoveryService
-from discovery.http.app import create_app
 from discovery.proto import cluster_pb2 as pb
-from discovery.settings import Settings
 from tests.support.grpc_live import GrpcLive, grpc_live, grpc_settings, stub
 from tests.support.sse import SSEEvent, events
 
@@ -35,31 +31,12 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-class _QuietServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
 @contextlib.asynccontextmanager
-async def http_front(service: DiscoveryService, settings: Settings) -> AsyncIterator[str]:
-    """The HTTP app on the same core, on a real listener: httpx's ASGITransport collects a
-    whole response before returning it, so it cannot read an endless SSE stream."""
-    app = create_app(settings, service=service)
-    server = _QuietServer(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False)
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.gather(task, return_exceptions=True)
+async def http_front(live: GrpcLive) -> AsyncIterator[str]:
+    """The HTTP listener of the same runtime (the same core as the gRPC front end): httpx's
+    ASGITransport collects a whole response before returning it, so it cannot read an
+    endless SSE stream."""
+    yield f"http://127.0.0.1:{live.runtime.http_port}"
 
 
 @pytest.fixture
@@ -82,7 +59,7 @@ async def read(call: grpc.aio.UnaryStreamCall, timeout: float = 5.0) -> pb.Watch
 
 async def test_a_grpc_write_reaches_an_sse_watcher_at_the_same_revision(live: GrpcLive) -> None:
     async with (
-        http_front(live.service, live.settings) as url,
+        http_front(live) as url,
         httpx.AsyncClient(base_url=url) as http,
         live.channel() as channel,
         http.stream("GET", "/v1/clusters/c/watch") as response,
@@ -111,7 +88,7 @@ async def test_a_grpc_write_reaches_an_sse_watcher_at_the_same_revision(live: Gr
 
 async def test_an_http_put_reaches_a_grpc_watcher(live: GrpcLive) -> None:
     async with (
-        http_front(live.service, live.settings) as url,
+        http_front(live) as url,
         httpx.AsyncClient(base_url=url) as http,
         live.channel() as channel,
     ):
@@ -182,7 +159,7 @@ async def test_a_watcher_that_stops_reading_blocks_no_writer_and_loses_nothing()
                 else:
                     state[affiliate.id] = (affiliate.data, list(affiliate.endpoints))
         call.cancel()
-        assert live.service.metrics.watch_catchups._value.get() >= 1
+        assert live.runtime.metrics.watch_catchups._value.get() >= 1
 
 
 async def test_a_lagging_watcher_resyncs_by_diff_when_the_log_was_compacted(
@@ -205,14 +182,20 @@ async def test_a_lagging_watcher_resyncs_by_diff_when_the_log_was_compacted(
         service, maintenance = live.service, live.runtime.maintenance
         assert maintenance is not None
         for name in ("gone", "stays"):
-            await service.update_affiliate("c", name, data=b"d", endpoints=[], ttl=TTL)
+            await service.update_affiliate(
+                "c", name, data=b"d", endpoints=[], ttl_seconds=TTL.total_seconds()
+            )
         call = stub(channel).Watch(pb.WatchRequest(cluster_id="c"))
         state = {a.id: a.data for a in (await read(call)).affiliates}
         assert sorted(state) == ["gone", "stays"]
         big = b"x" * 2000
         for i in range(200):  # far more than the window and the queue hold
             await service.update_affiliate(
-                "c", f"n{i % 5}", data=b"%d" % i + big, endpoints=[], ttl=TTL
+                "c",
+                f"n{i % 5}",
+                data=b"%d" % i + big,
+                endpoints=[],
+                ttl_seconds=TTL.total_seconds(),
             )
         await service.delete_affiliate("c", "gone")
         await maintenance.snapshot()  # compacts the log the watcher would replay

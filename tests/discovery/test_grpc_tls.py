@@ -105,7 +105,9 @@ def test_unusable_files_fail_at_startup(tmp_path: Path) -> None:
 
 async def test_cert_without_key_is_a_configuration_error(tmp_path: Path) -> None:
     from discovery.grpc.server import start_grpc_server
+    from discovery.startup import StartupError
 
     async with grpc_live() as live:
-        with pytest.raises(ValueError, match="together"):
-            await start_grpc_server(live.service, grpc_settings(tls_cert=str(tmp_path / "c")))
+        settings = grpc_settings(tls_cert=str(tmp_path / "c"))
+        with pytest.raises(StartupError, match="together"):
+            await start_grpc_server(live.service, settings, live.runtime.metrics)

@@ -143,9 +143,13 @@ CASES: dict[str, Case] = {
 async def _seed(service: DiscoveryService) -> None:
     # Through the core: 1024 gRPC calls would only slow the suite down.
     endpoints = [str(i).encode() for i in range(64)]
-    await service.update_affiliate("c", "full", data=b"d", endpoints=endpoints, ttl=TTL)
+    await service.update_affiliate(
+        "c", "full", data=b"d", endpoints=endpoints, ttl_seconds=TTL.total_seconds()
+    )
     for i in range(1024):
-        await service.update_affiliate("crowded", f"a{i}", data=b"d", endpoints=[], ttl=TTL)
+        await service.update_affiliate(
+            "crowded", f"a{i}", data=b"d", endpoints=[], ttl_seconds=TTL.total_seconds()
+        )
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +275,7 @@ async def test_rate_limit_delays_then_refuses_past_the_deadline(call: Call) -> N
         started = time.monotonic()
         await call(client, 5.0)
         assert 0.5 < time.monotonic() - started < 4.5
-        assert live.service.metrics.rate_limited._value.get() >= 1
+        assert live.runtime.metrics.rate_limited._value.get() >= 1
 
 
 async def test_rate_limit_is_per_client_ip() -> None:

@@ -14,6 +14,7 @@ from prometheus_client import generate_latest
 from discovery.http.app import create_app
 from discovery.settings import Settings
 from storage.memory import MemoryEventLog
+from tests.support.live import in_process
 
 pytestmark = pytest.mark.anyio
 
@@ -23,8 +24,8 @@ def b64(data: bytes) -> str:
 
 
 async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, event_log=MemoryEventLog())
-    async with app.router.lifespan_context(app):
+    async with in_process(settings, event_log=MemoryEventLog()) as runtime:
+        app = create_app(runtime.core, settings, runtime.metrics)
         transport = httpx.ASGITransport(app=app, client=("198.51.100.7", 4000))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
@@ -143,13 +144,14 @@ async def test_health_readiness_landing(client: httpx.AsyncClient) -> None:
 
 
 async def test_metrics_count_state() -> None:
-    app = create_app(Settings(rate_limit=0), event_log=MemoryEventLog())
-    async with app.router.lifespan_context(app):
+    settings = Settings(rate_limit=0)
+    async with in_process(settings, event_log=MemoryEventLog()) as runtime:
+        app = create_app(runtime.core, settings, runtime.metrics)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             await client.put(path("c", "a"), json={"data": b64(b"x"), "ttl": 60})
             await client.post("/v1/hello", json={"cluster_id": "c", "client_version": "v1.2.3"})
-        text = generate_latest(app.state.service.metrics.registry).decode()
+        text = generate_latest(runtime.metrics.registry).decode()
     assert "discovery_state_affiliates 1.0" in text
     assert 'discovery_server_hello_requests_total{client_version="v1.2"} 1.0' in text
 
@@ -332,14 +334,15 @@ async def test_chunked_body_over_the_limit_is_refused(client: httpx.AsyncClient)
 
 
 async def test_requests_are_counted_by_route_and_status() -> None:
-    app = create_app(Settings(rate_limit=0), event_log=MemoryEventLog())
-    async with app.router.lifespan_context(app):
+    settings = Settings(rate_limit=0)
+    async with in_process(settings, event_log=MemoryEventLog()) as runtime:
+        app = create_app(runtime.core, settings, runtime.metrics)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             await client.put(path("c/x", "a"), json={"data": b64(b"x"), "ttl": 60})
             await client.put(path("c/x", "a"), json={"ttl": -1})
             await client.get("/nowhere")
-        text = generate_latest(app.state.service.metrics.registry).decode()
+        text = generate_latest(runtime.metrics.registry).decode()
     assert 'discovery_requests_total{api="http",code="200",operation="put_affiliate"} 1.0' in text
     assert 'discovery_requests_total{api="http",code="422",operation="put_affiliate"} 1.0' in text
     assert 'operation="unmatched"' in text

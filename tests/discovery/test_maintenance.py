@@ -6,14 +6,20 @@ from datetime import timedelta
 
 import pytest
 
+from discovery.core.service import DiscoveryService
 from discovery.runtime import Runtime
 from discovery.settings import Settings
 from membership.codec import decode_event
+from membership.model import ClusterView
 from membership.registry import project
 from storage.memory import MemoryEventLog
 from tests.fakes import FakeClock
 
 pytestmark = pytest.mark.anyio
+
+
+def _views(core: DiscoveryService) -> dict[str, ClusterView]:
+    return {view.id: view for view in core.cut()[1]}
 
 
 def _settings(**kw: float) -> Settings:
@@ -22,13 +28,15 @@ def _settings(**kw: float) -> Settings:
 
 async def test_downtime_does_not_count_against_ttl() -> None:
     log, clock = MemoryEventLog(), FakeClock()
-    first = Runtime(_settings(), event_log=log, clock=clock)
+    first = Runtime(_settings(), event_log=log, clock=clock, listeners=False)
     service = await first.start()
-    await service.update_affiliate("c", "a", data=b"d", endpoints=[b"e"], ttl=timedelta(minutes=15))
+    await service.update_affiliate(
+        "c", "a", data=b"d", endpoints=[b"e"], ttl_seconds=timedelta(minutes=15).total_seconds()
+    )
     await first.stop()
 
     clock.advance(2 * 3600)  # down for two hours
-    second = Runtime(_settings(), event_log=log, clock=clock)
+    second = Runtime(_settings(), event_log=log, clock=clock, listeners=False)
     service = await second.start()
     try:
         [affiliate] = service.list_affiliates("c")[1]
@@ -44,15 +52,15 @@ async def test_downtime_does_not_count_against_ttl() -> None:
 
 async def test_writes_after_restart_are_not_credited() -> None:
     log, clock = MemoryEventLog(), FakeClock()
-    first = Runtime(_settings(), event_log=log, clock=clock)
+    first = Runtime(_settings(), event_log=log, clock=clock, listeners=False)
     await first.start()
     await first.stop()
     clock.advance(3600)
-    second = Runtime(_settings(), event_log=log, clock=clock)
+    second = Runtime(_settings(), event_log=log, clock=clock, listeners=False)
     service = await second.start()
     try:
         await service.update_affiliate(
-            "c", "new", data=b"d", endpoints=[], ttl=timedelta(seconds=60)
+            "c", "new", data=b"d", endpoints=[], ttl_seconds=timedelta(seconds=60).total_seconds()
         )
         [affiliate] = service.list_affiliates("c")[1]
         assert affiliate.expires_at == clock() + timedelta(seconds=60)
@@ -62,7 +70,7 @@ async def test_writes_after_restart_are_not_credited() -> None:
 
 async def test_replay_from_empty_equals_the_live_state() -> None:
     log, clock = MemoryEventLog(), FakeClock()
-    runtime = Runtime(_settings(), event_log=log, clock=clock)
+    runtime = Runtime(_settings(), event_log=log, clock=clock, listeners=False)
     service = await runtime.start()
     assert runtime.maintenance is not None
     for i in range(30):
@@ -71,14 +79,14 @@ async def test_replay_from_empty_equals_the_live_state() -> None:
             f"a{i % 11}",
             data=b"%d" % i,
             endpoints=[b"e%d" % (i % 4)],
-            ttl=timedelta(seconds=10 + i),
+            ttl_seconds=10 + i,
         )
         clock.advance(1)
         if i % 7 == 0:
             await service.delete_affiliate(f"c{i % 3}", f"a{(i + 1) % 11}")
         if i % 5 == 0:
             await runtime.maintenance.collect_garbage()
-    live = dict(service.projection.views)
+    live = _views(service)
     await runtime.stop()
     records = await log.read(0, 10_000)
     replayed = project((r.stream, decode_event(r.type, r.data), r.revision) for r in records)
@@ -88,27 +96,35 @@ async def test_replay_from_empty_equals_the_live_state() -> None:
 async def test_restart_from_snapshot_with_compaction_keeps_state() -> None:
     # The real clock: compaction compares it with the log's own commit times.
     log = MemoryEventLog()
-    runtime = Runtime(_settings(retention=0), event_log=log)
+    runtime = Runtime(_settings(retention=0), event_log=log, listeners=False)
     service = await runtime.start()
     assert runtime.maintenance is not None
     for i in range(20):
         await service.update_affiliate(
-            "c", f"a{i}", data=b"x", endpoints=[], ttl=timedelta(seconds=600)
+            "c",
+            f"a{i}",
+            data=b"x",
+            endpoints=[],
+            ttl_seconds=timedelta(seconds=600).total_seconds(),
         )
     revision = await runtime.maintenance.snapshot()
     for i in range(5):
         await service.update_affiliate(
-            "c", f"b{i}", data=b"y", endpoints=[], ttl=timedelta(seconds=600)
+            "c",
+            f"b{i}",
+            data=b"y",
+            endpoints=[],
+            ttl_seconds=timedelta(seconds=600).total_seconds(),
         )
-    before = dict(service.projection.views)
+    before = _views(service)
     await runtime.stop()  # takes a final snapshot too
 
     assert (await log.load_snapshot()) is not None
     assert await log.horizon() >= revision
-    again = Runtime(_settings(), event_log=log)
+    again = Runtime(_settings(), event_log=log, listeners=False)
     service = await again.start()
     try:
-        after = service.projection.views
+        after = _views(service)
         assert after.keys() == before.keys()
         for old in before["c"].affiliates.values():
             new = after["c"].affiliates[old.id]
@@ -121,13 +137,17 @@ async def test_restart_from_snapshot_with_compaction_keeps_state() -> None:
 
 async def test_gc_expires_each_affiliate_once() -> None:
     log, clock = MemoryEventLog(), FakeClock()
-    runtime = Runtime(_settings(), event_log=log, clock=clock)
+    runtime = Runtime(_settings(), event_log=log, clock=clock, listeners=False)
     service = await runtime.start()
     assert runtime.maintenance is not None
     try:
         for i in range(5):
             await service.update_affiliate(
-                "c", f"a{i}", data=b"x", endpoints=[], ttl=timedelta(seconds=1)
+                "c",
+                f"a{i}",
+                data=b"x",
+                endpoints=[],
+                ttl_seconds=timedelta(seconds=1).total_seconds(),
             )
         clock.advance(5)
         assert await runtime.maintenance.collect_garbage() == 5
@@ -135,6 +155,6 @@ async def test_gc_expires_each_affiliate_once() -> None:
         expired = [r for r in await log.read(0, 100) if r.type == "AffiliateExpired"]
         assert len(expired) == 5
         assert service.list_affiliates("c")[1] == []
-        assert "c" not in service.projection.views
+        assert "c" not in _views(service)
     finally:
         await runtime.stop()

@@ -37,7 +37,9 @@ async def take(stream: AsyncIterator[SSEEvent], n: int, timeout: float = 5.0) ->
 
 
 async def put(service: DiscoveryService, cluster: str, name: str, data: bytes = b"d") -> int:
-    return await service.update_affiliate(cluster, name, data=data, endpoints=[], ttl=TTL)
+    return await service.update_affiliate(
+        cluster, name, data=data, endpoints=[], ttl_seconds=TTL.total_seconds()
+    )
 
 
 async def test_snapshot_then_updates_and_deletes_with_revisions_as_ids() -> None:
@@ -69,7 +71,9 @@ async def test_resume_replays_exactly_the_missed_events(how: str) -> None:
             [seen] = await take(stream, 1)
         # While disconnected: changes, an invisible refresh, and another cluster's writes.
         missed = [await put(live.service, "c", "b"), await put(live.service, "c", "a", b"v2")]
-        await live.service.update_affiliate("c", "b", data=b"d", endpoints=[], ttl=TTL * 2)
+        await live.service.update_affiliate(
+            "c", "b", data=b"d", endpoints=[], ttl_seconds=(TTL * 2).total_seconds()
+        )
         await put(live.service, "elsewhere", "z")
         missed.append(await live.service.delete_affiliate("c", "b"))
 
@@ -98,7 +102,7 @@ async def test_resume_from_before_the_retained_log_sends_a_snapshot() -> None:
         await put(live.service, "c", "b")
         assert live.runtime.maintenance is not None
         await live.runtime.maintenance.snapshot()
-        assert await live.service.log.horizon() >= first
+        assert await live.runtime.event_log.horizon() >= first
         async with (
             httpx.AsyncClient(base_url=live.url) as http,
             http.stream("GET", "/v1/clusters/c/watch?since=0") as response,
@@ -118,14 +122,19 @@ async def test_resume_from_an_unknown_future_revision_sends_a_snapshot() -> None
 
 
 @pytest.fixture
-async def service() -> AsyncIterator[DiscoveryService]:
-    runtime = Runtime(Settings(rate_limit=0, watch_buffer=4), event_log=MemoryEventLog())
-    yield await runtime.start()
-    await runtime.stop()
+async def runtime() -> AsyncIterator[Runtime]:
+    settings = Settings(rate_limit=0, watch_buffer=4)
+    async with Runtime(settings, event_log=MemoryEventLog(), listeners=False) as runtime:
+        yield runtime
+
+
+@pytest.fixture
+def service(runtime: Runtime) -> DiscoveryService:
+    return runtime.core
 
 
 async def test_slow_watcher_catches_up_from_the_log_without_blocking_writers(
-    service: DiscoveryService,
+    service: DiscoveryService, runtime: Runtime
 ) -> None:
     watch = service.watch("c")
     first = await anext(watch)
@@ -137,7 +146,7 @@ async def test_slow_watcher_catches_up_from_the_log_without_blocking_writers(
     state: dict[str, bytes] = {}
     revisions: list[int] = []
     async with asyncio.timeout(10):
-        while not revisions or revisions[-1] < service.projection.head:
+        while not revisions or revisions[-1] < service.status().revision:
             message = await anext(watch)
             assert isinstance(message, Change)
             revisions.append(message.revision)
@@ -146,8 +155,8 @@ async def test_slow_watcher_catches_up_from_the_log_without_blocking_writers(
     await watch.aclose()
     assert revisions == sorted(set(revisions))
     assert state == {a.id: a.data for a in service.list_affiliates("c")[1]}
-    assert service.metrics.watch_catchups._value.get() >= 1
-    assert service.hub.watchers() == 0
+    assert runtime.metrics.watch_catchups._value.get() >= 1
+    assert service.status().watchers == 0
 
 
 async def test_idle_watch_yields_keepalives(service: DiscoveryService) -> None:
@@ -159,19 +168,29 @@ async def test_idle_watch_yields_keepalives(service: DiscoveryService) -> None:
 
 async def test_expiry_is_a_deletion_and_endpoint_expiry_an_update() -> None:
     clock = FakeClock()
-    runtime = Runtime(Settings(rate_limit=0), event_log=MemoryEventLog(), clock=clock)
+    runtime = Runtime(
+        Settings(rate_limit=0), event_log=MemoryEventLog(), clock=clock, listeners=False
+    )
     service = await runtime.start()
     maintenance = runtime.maintenance
     assert maintenance is not None
     try:
         await service.update_affiliate(
-            "c", "short", data=b"d", endpoints=[], ttl=timedelta(seconds=1)
+            "c", "short", data=b"d", endpoints=[], ttl_seconds=timedelta(seconds=1).total_seconds()
         )
         await service.update_affiliate(
-            "c", "long", data=b"d", endpoints=[b"e1"], ttl=timedelta(minutes=10)
+            "c",
+            "long",
+            data=b"d",
+            endpoints=[b"e1"],
+            ttl_seconds=timedelta(minutes=10).total_seconds(),
         )
         await service.update_affiliate(
-            "c", "long", data=None, endpoints=[b"e2"], ttl=timedelta(seconds=1)
+            "c",
+            "long",
+            data=None,
+            endpoints=[b"e2"],
+            ttl_seconds=timedelta(seconds=1).total_seconds(),
         )
         watch = service.watch("c")
         await anext(watch)

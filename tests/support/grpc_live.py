@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import grpc
 
 from discovery.core.service import DiscoveryService
-from discovery.grpc.server import GrpcServer, start_grpc_server
 from discovery.proto import cluster_pb2_grpc
 from discovery.runtime import Runtime
 from discovery.settings import Settings
@@ -21,11 +20,16 @@ class GrpcLive:
     settings: Settings
     service: DiscoveryService
     runtime: Runtime
-    server: GrpcServer
+
+    @property
+    def port(self) -> int:
+        port = self.runtime.grpc_port
+        assert port is not None
+        return port
 
     @property
     def target(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
+        return f"127.0.0.1:{self.port}"
 
     def channel(self, options: Sequence[tuple[str, object]] = ()) -> grpc.aio.Channel:
         return grpc.aio.insecure_channel(self.target, options=list(options))
@@ -51,15 +55,9 @@ def stub(channel: grpc.aio.Channel) -> cluster_pb2_grpc.ClusterStub:
 async def grpc_live(
     settings: Settings | None = None, *, event_log: EventLog | None = None
 ) -> AsyncIterator[GrpcLive]:
-    """Start the core (on `event_log`, else on `settings.storage`) and a gRPC listener."""
-    settings = settings or grpc_settings()
-    runtime = Runtime(settings, event_log=event_log)
-    service = await runtime.start()
-    try:
-        server = await start_grpc_server(service, settings)
-        try:
-            yield GrpcLive(settings, service, runtime, server)
-        finally:
-            await server.stop(grace=1.0)
-    finally:
-        await runtime.stop()
+    """Start the runtime (on `event_log`, else on `settings.storage`) with a gRPC listener."""
+    settings = (settings or grpc_settings()).model_copy(
+        update={"http_addr": "127.0.0.1:0", "metrics_addr": ""}
+    )
+    async with Runtime(settings, event_log=event_log) as runtime:
+        yield GrpcLive(settings, runtime.core, runtime)

@@ -1,0 +1,65 @@
+"""An ASGI app served by uvicorn on a socket the runtime has already bound."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections.abc import Generator
+
+import uvicorn
+from starlette.types import ASGIApp
+
+
+class _Server(uvicorn.Server):
+    # Signals are handled once for the whole process, by the runtime.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class HttpListener:
+    """One uvicorn server on one bound socket; `serve()` runs until `stop()` is called."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        sock: socket.socket,
+        *,
+        tls_cert: str = "",
+        tls_key: str = "",
+        graceful_seconds: int = 5,
+    ) -> None:
+        self.socket = sock
+        self._tls = (tls_cert, tls_key) if tls_cert and tls_key else None
+        config = uvicorn.Config(
+            app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            ssl_certfile=tls_cert or None,
+            ssl_keyfile=tls_key or None,
+            timeout_graceful_shutdown=graceful_seconds,
+        )
+        self._server = _Server(config)
+
+    @property
+    def port(self) -> int:
+        port: int = self.socket.getsockname()[1]
+        return port
+
+    async def serve(self) -> None:
+        """Serve until `stop()`; open requests get the graceful period to finish."""
+        await self._server.serve(sockets=[self.socket])
+
+    async def started(self) -> ssl.SSLContext | None:
+        """Wait until the server accepts connections; returns its TLS context, if any."""
+        while not self._server.started:
+            await asyncio.sleep(0.02)
+        return self._server.config.ssl if self._tls is not None else None
+
+    def stop(self) -> None:
+        """Stop accepting and finish open requests (within the graceful period)."""
+        self._server.should_exit = True
