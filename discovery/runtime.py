@@ -8,11 +8,10 @@ import logging
 import time
 
 from discovery.clock import Clock, system_clock
-from discovery.leader import leadership_for
 from discovery.maintenance import Maintenance, MaintenanceOptions
 from discovery.service import CoreOptions, DiscoveryService
 from discovery.settings import Settings
-from storage import open_event_log
+from storage import SoleLeader, Storage, open_storage
 from storage.base import EventLog
 from storage.errors import StorageError
 
@@ -56,13 +55,19 @@ class Runtime:
         self._limiter_task: asyncio.Task[None] | None = None
 
     async def start(self) -> DiscoveryService:
-        event_log = self._given_log or await open_event_log(self.settings.storage)
-        service = DiscoveryService(event_log, core_options(self.settings), clock=self._clock)
+        given = self._given_log
+        # A log handed in is this process's alone (tests), so this process leads it.
+        storage = (
+            Storage(given, SoleLeader())
+            if given is not None
+            else await open_storage(self.settings.storage)
+        )
+        service = DiscoveryService(storage.log, core_options(self.settings), clock=self._clock)
         await service.load()
         service.start_tail()
         self.maintenance = Maintenance(
             service,
-            leadership_for(event_log),
+            storage.leadership,
             MaintenanceOptions(
                 gc_interval=self.settings.gc_interval,
                 snapshot_interval=self.settings.snapshot_interval,
