@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from storage.errors import StorageUnavailable
@@ -89,7 +89,7 @@ def settle(reply: asyncio.Future[_T], outcome: _T | BaseException) -> None:
         reply.set_result(outcome)
 
 
-def fail(replies: list[asyncio.Future[Any]], exc: BaseException) -> None:
+def fail(replies: Iterable[asyncio.Future[Any]], exc: BaseException) -> None:
     """Raise `exc` to every caller still waiting."""
     for reply in replies:
         settle(reply, exc)

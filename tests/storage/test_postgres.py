@@ -10,11 +10,13 @@ import anyio
 import asyncpg
 import pytest
 
+from storage import Storage, open_storage
 from storage.base import NewEvent
 from storage.errors import Conflict, StorageUnavailable
 from storage.postgres import PostgresEventLog
 from storage.postgres_leadership import AdvisoryLockLeadership
 from tests.storage.contract import EventLogContract, Opener
+from tests.storage.contract_leadership import StorageContract, StorageOpener, eventually
 from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.postgres
@@ -60,6 +62,17 @@ class TestPostgresEventLog(EventLogContract):
     @pytest.fixture
     def open_log(self, postgres_db: str) -> Opener:
         return lambda: PostgresEventLog.open(postgres_db)
+
+
+class TestPostgresStorage(StorageContract):
+    shared = True
+
+    @pytest.fixture
+    def open_storage(self, postgres_db: str) -> StorageOpener:
+        async def open_() -> Storage:
+            return await open_storage(postgres_db)
+
+        return open_
 
 
 def _events(*payloads: bytes) -> list[NewEvent]:
@@ -147,16 +160,6 @@ async def test_unreachable_server_is_unavailable() -> None:
             await PostgresEventLog.open(f"postgresql://postgres@127.0.0.1:{port}/none")
 
 
-async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10) -> bool:
-    # The server releases a session's locks when its backend exits, a moment after the client
-    # closed the socket.
-    with anyio.move_on_after(timeout):
-        while not await check():
-            await anyio.sleep(0.05)
-        return True
-    return False
-
-
 @pytest.mark.anyio
 async def test_only_one_instance_leads(new_leader: NewLeader) -> None:
     a, b = new_leader("gc"), new_leader("gc")
@@ -167,14 +170,14 @@ async def test_only_one_instance_leads(new_leader: NewLeader) -> None:
     assert await new_leader("other").acquire()  # names are independent
 
     await a.release()
-    assert await _eventually(b.acquire)
+    assert await eventually(b.acquire)
     assert await b.holds()
 
     c = new_leader("gc")
     await b.release()
     await b.release()  # idempotent
     assert not await b.holds()
-    assert await _eventually(c.acquire)
+    assert await eventually(c.acquire)
 
 
 @pytest.mark.anyio
@@ -190,7 +193,7 @@ async def test_leadership_ends_with_its_connection(postgres_db: str, new_leader:
         assert killed == 1
     finally:
         await admin.close()
-    assert await _eventually(b.acquire)
+    assert await eventually(b.acquire)
     assert not await a.holds()
 
 

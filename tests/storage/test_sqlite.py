@@ -11,9 +11,10 @@ import pytest
 
 from storage.base import EventLog, NewEvent
 from storage.errors import StorageError, StorageUnavailable
-from storage.factory import open_storage
+from storage.factory import Storage, open_storage
 from storage.sqlite import SqliteEventLog
 from tests.storage.contract import EventLogContract, Opener
+from tests.storage.contract_leadership import StorageContract, StorageOpener
 
 
 class TestSqliteEventLog(EventLogContract):
@@ -23,6 +24,18 @@ class TestSqliteEventLog(EventLogContract):
     def open_log(self, tmp_path: Path) -> Opener:
         async def open_() -> EventLog:
             return await SqliteEventLog.open(str(tmp_path / "data" / "events.db"))
+
+        return open_
+
+
+class TestSqliteStorage(StorageContract):
+    # One process per database file, for now: a file lock beside it would make this True.
+    shared = False
+
+    @pytest.fixture
+    def open_storage(self, tmp_path: Path) -> StorageOpener:
+        async def open_() -> Storage:
+            return await open_storage(f"sqlite:///{tmp_path}/data/events.db")
 
         return open_
 
