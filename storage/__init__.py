@@ -1,5 +1,4 @@
-"""The event log and leader election: one protocol each, one set of modules per backend, chosen
-by URL."""
+"""The event log and leader election: one protocol each, backends chosen by URL."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Group commit decided without I/O: which queued appends share a transaction, which of them
-conflict, and which revisions the others get.
+"""The group-commit planner, pure: which queued appends share a transaction, and what each gets.
 
 A backend that commits appends in groups (SQLite, PostgreSQL) keeps only its I/O: it takes a batch
 off its queue with `take_batch`, asks its database which `conflict_checks` are stale under its

@@ -1,5 +1,7 @@
-"""Leader election: which process sharing one storage runs the leader-only work (GC, snapshots,
-compaction), exactly one at a time.
+"""Leader election: the protocol, and the leader of a storage that has one user.
+
+Of the processes sharing one storage, exactly one at a time runs the leader-only work (GC,
+snapshots, compaction).
 
 Each backend brings the scheme that fits how it is shared: a process that is the storage's only
 user leads alone (`SoleLeader`); replicas sharing a PostgreSQL database contend for an advisory

@@ -1,5 +1,8 @@
-"""How the PostgreSQL backend talks to asyncpg: errors mapped to storage errors, connections
-closed without hanging, and stable advisory-lock keys."""
+"""The PostgreSQL backend's use of asyncpg: error mapping, connections, advisory-lock keys.
+
+No asyncpg or socket exception leaves storage/: they become storage errors here. Connections
+are closed without hanging, and lock keys are stable across processes.
+"""
 
 from __future__ import annotations
 

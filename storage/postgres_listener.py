@@ -1,5 +1,7 @@
-"""The PostgreSQL backend's LISTEN connection: it reports each head another replica commits,
-and comes back by itself when the connection drops."""
+"""The PostgreSQL backend's LISTEN connection, which reports the heads other replicas commit.
+
+It comes back by itself when the connection drops.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""The SQLite backend's one writer task: it owns the write connection, runs queued writes one at
-a time, and commits queued appends in groups (one transaction, one fsync per group).
+"""The SQLite backend's one writer task, which owns the write connection.
+
+It runs queued writes one at a time, and commits queued appends in groups (one transaction, one
+fsync per group).
 
 What goes into a group, what conflicts and which revisions are given is decided by
 storage/group_commit.py; revisions come from the in-memory head, since this task is the file's

@@ -1,5 +1,4 @@
-"""Waiting shared by the backends: readers waiting for the head to pass a revision, and callers
-waiting for the outcome of their append."""
+"""Waiting shared by the backends: for the head to pass a revision, and for an append's outcome."""
 
 from __future__ import annotations
 
