@@ -29,10 +29,9 @@ from discovery.grpc.server import GrpcServer, start_grpc_server
 from discovery.http.app import create_app
 from discovery.http.listener import HttpListener
 from discovery.http.tls import reload_on_change
-from discovery.leader import leadership_for
 from discovery.settings import Settings
 from discovery.startup import StartupError, bind, check_tls_pair
-from storage import open_event_log
+from storage import SoleLeader, Storage, open_storage
 from storage.base import EventLog
 from storage.errors import InvalidStorageURL, StorageError, StorageUnavailable
 
@@ -72,7 +71,7 @@ class Runtime:
         self._clock = clock
         self._monotonic = monotonic
         self._listeners = listeners
-        self._log: EventLog | None = None
+        self._storage: Storage | None = None
         self._core: DiscoveryService | None = None
         self._maintenance: Maintenance | None = None
         self._http: HttpListener | None = None
@@ -100,9 +99,9 @@ class Runtime:
 
     @property
     def event_log(self) -> EventLog:
-        if self._log is None:
+        if self._storage is None:
             raise RuntimeError("the runtime is not started")
-        return self._log
+        return self._storage.log
 
     @property
     def http_port(self) -> int | None:
@@ -131,10 +130,14 @@ class Runtime:
         settings = self.settings
         try:
             sockets = self._bind() if self._listeners else {}
-            self._log = self._given_log or await self._open_storage()
-            leadership = leadership_for(self._log)
+            given = self._given_log
+            # A log handed in (tests) belongs to this process alone, so this process leads it.
+            storage = (
+                Storage(given, SoleLeader()) if given is not None else await self._open_storage()
+            )
+            self._storage = storage
             core = DiscoveryService(
-                self._log,
+                storage.log,
                 core_options(settings),
                 metrics=self.metrics,
                 leading=self._leading,
@@ -145,8 +148,8 @@ class Runtime:
             self._core = core
             self._maintenance = Maintenance(
                 core,
-                self._log,
-                leadership,
+                storage.log,
+                storage.leadership,
                 MaintenanceOptions(
                     gc_interval=settings.gc_interval,
                     snapshot_interval=settings.snapshot_interval,
@@ -199,7 +202,7 @@ class Runtime:
             bind(settings.grpc_addr, "gRPC").close()
         return self._sockets
 
-    async def _open_storage(self) -> EventLog:
+    async def _open_storage(self) -> Storage:
         """Open the configured log. A database that is down is waited for (it is often still
         starting next to us); a URL or a file that can never work fails at once."""
         url = self.settings.storage
@@ -207,7 +210,7 @@ class Runtime:
         delay = 0.5
         while True:
             try:
-                return await open_event_log(url)
+                return await open_storage(url)
             except InvalidStorageURL as exc:
                 raise StartupError(f"storage {url!r}: {exc}") from None
             except StorageUnavailable as exc:
@@ -280,13 +283,14 @@ class Runtime:
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
-        if maintenance is not None and maintenance.leading and self._log is not None:
+        storage = self._storage
+        if maintenance is not None and maintenance.leading and storage is not None:
             # A final snapshot makes the next start fast; the liveness mark bounds the
             # downtime credited then.
             with contextlib.suppress(StorageError):
                 await asyncio.wait_for(maintenance.snapshot(), _FINAL_SNAPSHOT_TIMEOUT)
             with contextlib.suppress(StorageError):
-                await self._log.mark_alive(self._clock())
+                await storage.log.mark_alive(self._clock())
         if tail is not None:
             tail.cancel()
             await asyncio.gather(tail, return_exceptions=True)
@@ -296,11 +300,11 @@ class Runtime:
         if maintenance is not None:
             with contextlib.suppress(StorageError):
                 await maintenance.release()
-        if self._log is not None and self._given_log is None:
-            await self._log.aclose()
+        if storage is not None and self._given_log is None:
+            await storage.aclose()
         for sock in self._sockets.values():
             sock.close()  # a no-op once a server has closed it
         self._sockets = {}
-        self._core = self._maintenance = self._log = None
+        self._core = self._maintenance = self._storage = None
         self._http = self._metrics_http = self._grpc = None
         self._background, self._servers = [], []

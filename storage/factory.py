@@ -1,24 +1,42 @@
-"""Pick a backend from a storage URL."""
+"""Pick a backend from a storage URL, with the leader election that fits it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from storage.base import EventLog
 from storage.errors import InvalidStorageURL
+from storage.leadership import Leadership, SoleLeader
 
 
-async def open_event_log(url: str) -> EventLog:
-    """Open the event log named by `url`; raises InvalidStorageURL or StorageUnavailable.
+@dataclass(frozen=True, slots=True)
+class Storage:
+    """An opened storage: its event log, and how the processes sharing it elect a leader."""
+
+    log: EventLog
+    leadership: Leadership
+
+    async def aclose(self) -> None:
+        """Give up leadership, then close the log. Idempotent."""
+        try:
+            await self.leadership.release()
+        finally:
+            await self.log.aclose()
+
+
+async def open_storage(url: str) -> Storage:
+    """Open the storage named by `url`; raises InvalidStorageURL or StorageUnavailable.
 
     sqlite:///relative/path.db, sqlite:////absolute/path.db, postgresql://user@host/db,
-    memory:// (tests only).
+    memory:// (tests only). Only PostgreSQL is shared by several processes; the others are
+    led by their one process.
     """
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from storage.memory import MemoryEventLog
 
-        return MemoryEventLog()
+        return Storage(MemoryEventLog(), SoleLeader())
     if scheme == "sqlite":
         from storage.sqlite import SqliteEventLog
 
@@ -26,9 +44,10 @@ async def open_event_log(url: str) -> EventLog:
         if not path.startswith("/") or path == "/":
             raise InvalidStorageURL(f"sqlite URL needs a path: {url!r}")
         # sqlite:///rel.db -> "rel.db", sqlite:////abs.db -> "/abs.db"
-        return await SqliteEventLog.open(path[1:])
+        return Storage(await SqliteEventLog.open(path[1:]), SoleLeader())
     if scheme in ("postgresql", "postgres"):
         from storage.postgres import PostgresEventLog
+        from storage.postgres_leadership import AdvisoryLockLeadership
 
-        return await PostgresEventLog.open(url)
+        return Storage(await PostgresEventLog.open(url), AdvisoryLockLeadership(url))
     raise InvalidStorageURL(f"unknown storage URL scheme in {url!r}")

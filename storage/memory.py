@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from storage.base import NewEvent, Snapshot, StoredEvent
 from storage.errors import Conflict, StorageUnavailable
+from storage.waiters import HeadWatch
 
 
 class MemoryEventLog:
     def __init__(self) -> None:
         self._events: list[StoredEvent] = []
-        self._head = 0
+        self._watch = HeadWatch()
         self._horizon = 0
         self._snapshot: Snapshot | None = None
         self._alive: datetime | None = None
-        self._changed = asyncio.Event()
         self._closed = False
 
     def _check_open(self) -> None:
@@ -36,13 +35,12 @@ class MemoryEventLog:
                 if stored.stream == stream:
                     raise Conflict(f"stream {stream!r} changed after revision {base_revision}")
         now = datetime.now(UTC)
+        head = self._watch.head
         for event in events:
-            self._head += 1
-            self._events.append(StoredEvent(self._head, stream, event.type, event.data, now))
-        if events:
-            self._changed.set()
-            self._changed = asyncio.Event()
-        return self._head
+            head += 1
+            self._events.append(StoredEvent(head, stream, event.type, event.data, now))
+        self._watch.advance(head)
+        return head
 
     async def read(self, after: int, limit: int, *, stream: str | None = None) -> list[StoredEvent]:
         self._check_open()
@@ -58,24 +56,14 @@ class MemoryEventLog:
 
     async def head(self) -> int:
         self._check_open()
-        return self._head
+        return self._watch.head
 
     async def horizon(self) -> int:
         self._check_open()
         return self._horizon
 
     async def wait_for(self, after: int, timeout: float | None = None) -> bool:
-        # Closed is closed, even when the answer is already known.
-        self._check_open()
-        try:
-            # One deadline for the whole wait, however many wake-ups it takes.
-            async with asyncio.timeout(timeout):
-                while self._head <= after:
-                    self._check_open()
-                    await self._changed.wait()
-        except TimeoutError:
-            return self._head > after
-        return True
+        return await self._watch.wait_for(after, timeout)
 
     async def save_snapshot(self, revision: int, blob: bytes) -> None:
         self._check_open()
@@ -110,4 +98,4 @@ class MemoryEventLog:
 
     async def aclose(self) -> None:
         self._closed = True
-        self._changed.set()
+        self._watch.close()

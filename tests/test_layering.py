@@ -26,7 +26,13 @@ ALLOWED: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "discovery.grpc",
-        ("discovery.core", "discovery.proto", "discovery.settings", "discovery.startup", "membership"),
+        (
+            "discovery.core",
+            "discovery.proto",
+            "discovery.settings",
+            "discovery.startup",
+            "membership",
+        ),
     ),
     # The composition root and the command line wire everything of the service together.
     ("discovery", ("discovery", "storage", "membership")),

@@ -17,13 +17,13 @@ from typing import Protocol
 from discovery.core.clock import Clock, Monotonic, system_clock
 from discovery.core.errors import NotReady
 from discovery.core.metrics import Metrics
-from discovery.leader import Leadership
 from membership.commands import collect_garbage
 from membership.events import GLOBAL_STREAM, AffiliateExpired, DowntimeCredited, Event
 from membership.model import ClusterView
 from membership.snapshot import encode_snapshot
 from storage.base import EventLog
 from storage.errors import Conflict, StorageError
+from storage.leadership import Leadership
 
 log = logging.getLogger("discovery.maintenance")
 

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import pytest
 
+from storage import Storage, open_storage
 from storage.base import EventLog
 from storage.memory import MemoryEventLog
 from tests.storage.contract import EventLogContract, Opener
+from tests.storage.contract_leadership import StorageContract, StorageOpener
 
 
 class TestMemoryEventLog(EventLogContract):
@@ -14,5 +16,16 @@ class TestMemoryEventLog(EventLogContract):
     def open_log(self) -> Opener:
         async def open_() -> EventLog:
             return MemoryEventLog()
+
+        return open_
+
+
+class TestMemoryStorage(StorageContract):
+    shared = False
+
+    @pytest.fixture
+    def open_storage(self) -> StorageOpener:
+        async def open_() -> Storage:
+            return await open_storage("memory://")
 
         return open_

@@ -10,15 +10,19 @@ import anyio
 import asyncpg
 import pytest
 
+from storage import Storage, open_storage
 from storage.base import NewEvent
 from storage.errors import Conflict, StorageUnavailable
 from storage.postgres import PostgresEventLog
+from storage.postgres_leadership import AdvisoryLockLeadership
 from tests.storage.contract import EventLogContract, Opener
+from tests.storage.contract_leadership import StorageContract, StorageOpener, eventually
 from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.postgres
 
 OpenLog = Callable[..., Awaitable[PostgresEventLog]]
+NewLeader = Callable[[str], AdvisoryLockLeadership]
 
 
 @pytest.fixture
@@ -38,12 +42,37 @@ async def open_pg(postgres_db: str) -> AsyncIterator[OpenLog]:
         await log.aclose()
 
 
+@pytest.fixture
+async def new_leader(postgres_db: str) -> AsyncIterator[NewLeader]:
+    """Makes contenders (each its own lock connection, like a replica) on this test's database."""
+    made: list[AdvisoryLockLeadership] = []
+
+    def new(name: str) -> AdvisoryLockLeadership:
+        made.append(AdvisoryLockLeadership(postgres_db, name))
+        return made[-1]
+
+    yield new
+    for leader in made:
+        await leader.release()
+
+
 class TestPostgresEventLog(EventLogContract):
     persistent = True
 
     @pytest.fixture
     def open_log(self, postgres_db: str) -> Opener:
         return lambda: PostgresEventLog.open(postgres_db)
+
+
+class TestPostgresStorage(StorageContract):
+    shared = True
+
+    @pytest.fixture
+    def open_storage(self, postgres_db: str) -> StorageOpener:
+        async def open_() -> Storage:
+            return await open_storage(postgres_db)
+
+        return open_
 
 
 def _events(*payloads: bytes) -> list[NewEvent]:
@@ -131,40 +160,30 @@ async def test_unreachable_server_is_unavailable() -> None:
             await PostgresEventLog.open(f"postgresql://postgres@127.0.0.1:{port}/none")
 
 
-async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10) -> bool:
-    # The server releases a session's locks when its backend exits, a moment after the client
-    # closed the socket.
-    with anyio.move_on_after(timeout):
-        while not await check():
-            await anyio.sleep(0.05)
-        return True
-    return False
+@pytest.mark.anyio
+async def test_only_one_instance_leads(new_leader: NewLeader) -> None:
+    a, b = new_leader("gc"), new_leader("gc")
+    assert await a.acquire()
+    assert await a.acquire()  # idempotent
+    assert not await b.acquire()
+    assert (await a.holds(), await b.holds()) == (True, False)
+    assert await new_leader("other").acquire()  # names are independent
+
+    await a.release()
+    assert await eventually(b.acquire)
+    assert await b.holds()
+
+    c = new_leader("gc")
+    await b.release()
+    await b.release()  # idempotent
+    assert not await b.holds()
+    assert await eventually(c.acquire)
 
 
 @pytest.mark.anyio
-async def test_only_one_instance_leads(open_pg: OpenLog) -> None:
-    a, b = await open_pg(), await open_pg()
-    assert await a.try_acquire_leadership("gc")
-    assert await a.try_acquire_leadership("gc")  # idempotent
-    assert not await b.try_acquire_leadership("gc")
-    assert (await a.is_leader("gc"), await b.is_leader("gc")) == (True, False)
-    assert await b.try_acquire_leadership("other")  # names are independent
-
-    await a.aclose()
-    assert await _eventually(lambda: b.try_acquire_leadership("gc"))
-    assert await b.is_leader("gc")
-
-    c = await open_pg()
-    await b.release_leadership("gc")
-    await b.release_leadership("gc")  # idempotent
-    assert not await b.is_leader("gc")
-    assert await _eventually(lambda: c.try_acquire_leadership("gc"))
-
-
-@pytest.mark.anyio
-async def test_leadership_ends_with_its_connection(postgres_db: str, open_pg: OpenLog) -> None:
-    a, b = await open_pg(), await open_pg()
-    assert await a.try_acquire_leadership("gc")
+async def test_leadership_ends_with_its_connection(postgres_db: str, new_leader: NewLeader) -> None:
+    a, b = new_leader("gc"), new_leader("gc")
+    assert await a.acquire()
     admin = await asyncpg.connect(postgres_db)
     try:
         killed = await admin.fetchval(
@@ -174,17 +193,18 @@ async def test_leadership_ends_with_its_connection(postgres_db: str, open_pg: Op
         assert killed == 1
     finally:
         await admin.close()
-    assert await _eventually(lambda: b.try_acquire_leadership("gc"))
-    assert not await a.is_leader("gc")
+    assert await eventually(b.acquire)
+    assert not await a.holds()
 
 
 @pytest.mark.anyio
 async def test_server_restart(postgres_server: PostgresServer) -> None:
     a = await PostgresEventLog.open(postgres_server.url)
     b = await PostgresEventLog.open(postgres_server.url, poll_interval=60)
+    leader = AdvisoryLockLeadership(postgres_server.url, "gc")
     try:
         assert await a.append("s", _events(b"1", b"2")) == 2
-        assert await a.try_acquire_leadership("gc")
+        assert await leader.acquire()
 
         await anyio.to_thread.run_sync(postgres_server.stop)  # immediate: a crash to clients
         for call in (
@@ -193,11 +213,11 @@ async def test_server_restart(postgres_server: PostgresServer) -> None:
             lambda: a.read(0, 10),
             a.head,
             lambda: b.wait_for(2, timeout=1),
-            lambda: a.try_acquire_leadership("other"),
+            AdvisoryLockLeadership(postgres_server.url, "other").acquire,
         ):
             with pytest.raises(StorageUnavailable):
                 await call()
-        assert not await a.is_leader("gc")
+        assert not await leader.holds()
 
         await anyio.to_thread.run_sync(postgres_server.start)
         # The same instances work again, and the acknowledged events survived the crash.
@@ -218,7 +238,8 @@ async def test_server_restart(postgres_server: PostgresServer) -> None:
             await anyio.sleep(0.1)
             assert await a.append("s", _events(b"3")) == 3
         assert woke_after[0] < 10
-        assert await a.try_acquire_leadership("gc")
+        assert await leader.acquire()
     finally:
+        await leader.release()
         await a.aclose()
         await b.aclose()

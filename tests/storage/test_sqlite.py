@@ -11,9 +11,10 @@ import pytest
 
 from storage.base import EventLog, NewEvent
 from storage.errors import StorageError, StorageUnavailable
-from storage.factory import open_event_log
+from storage.factory import Storage, open_storage
 from storage.sqlite import SqliteEventLog
 from tests.storage.contract import EventLogContract, Opener
+from tests.storage.contract_leadership import StorageContract, StorageOpener
 
 
 class TestSqliteEventLog(EventLogContract):
@@ -23,6 +24,18 @@ class TestSqliteEventLog(EventLogContract):
     def open_log(self, tmp_path: Path) -> Opener:
         async def open_() -> EventLog:
             return await SqliteEventLog.open(str(tmp_path / "data" / "events.db"))
+
+        return open_
+
+
+class TestSqliteStorage(StorageContract):
+    # One process per database file, for now: a file lock beside it would make this True.
+    shared = False
+
+    @pytest.fixture
+    def open_storage(self, tmp_path: Path) -> StorageOpener:
+        async def open_() -> Storage:
+            return await open_storage(f"sqlite:///{tmp_path}/data/events.db")
 
         return open_
 
@@ -48,7 +61,7 @@ async def test_creates_parent_directory_and_uses_wal_full(
     with sqlite3.connect(path) as other:
         assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     other.close()
-    assert list(await sqlite_log._writer.execute_fetchall("PRAGMA synchronous")) == [(2,)]
+    assert list(await sqlite_log._writer.conn.execute_fetchall("PRAGMA synchronous")) == [(2,)]
 
 
 @pytest.mark.anyio
@@ -56,13 +69,13 @@ async def test_group_commit_batches_concurrent_appends(
     sqlite_log: SqliteEventLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sizes: list[int] = []
-    write_batch = sqlite_log._write_batch
+    write_batch = sqlite_log._writer._write_batch
 
     async def counting(batch: Any) -> Any:
         sizes.append(len(batch))
         return await write_batch(batch)
 
-    monkeypatch.setattr(sqlite_log, "_write_batch", counting)
+    monkeypatch.setattr(sqlite_log._writer, "_write_batch", counting)
     results = await asyncio.gather(*(sqlite_log.append("a", [ev(str(i))]) for i in range(2000)))
     assert sorted(results) == list(range(1, 2001))
     assert sum(sizes) == 2000
@@ -96,7 +109,7 @@ async def test_driver_errors_are_mapped_and_the_writer_survives(
     sqlite_log: SqliteEventLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await sqlite_log.append("a", [ev("1")])
-    writer = sqlite_log._writer
+    writer = sqlite_log._writer.conn
     real_execute = writer.execute
 
     def failing_execute(sql: str, *args: Any) -> Any:
@@ -151,12 +164,12 @@ async def test_open_failures_are_storage_errors(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_opened_by_url(tmp_path: Path) -> None:
-    log = await open_event_log(f"sqlite:///{tmp_path}/by-url/events.db")
+    storage = await open_storage(f"sqlite:///{tmp_path}/by-url/events.db")
     try:
-        assert isinstance(log, SqliteEventLog)
-        assert await log.append("a", [ev("1")]) == 1
+        assert isinstance(storage.log, SqliteEventLog)
+        assert await storage.log.append("a", [ev("1")]) == 1
     finally:
-        await log.aclose()
+        await storage.aclose()
 
 
 @pytest.mark.anyio
@@ -171,7 +184,7 @@ async def test_a_dead_writer_fails_its_callers_instead_of_hanging(
 ) -> None:
     appends = [asyncio.create_task(sqlite_log.append("a", [ev(str(i))])) for i in range(10)]
     await asyncio.sleep(0)
-    sqlite_log._writer_task.cancel()
+    sqlite_log._writer._task.cancel()
     results = await asyncio.gather(*appends, return_exceptions=True)
     assert all(isinstance(r, StorageUnavailable) for r in results)
     with pytest.raises(StorageUnavailable):
