@@ -1,33 +1,27 @@
-"""AffiliateRecord and EndpointAddr <-> the bytes of Talos' `sidero.discovery.client` messages.
+"""AffiliateRecord and EndpointAddr <-> Talos' `sidero.discovery.client` messages: the mapping.
 
-Schema: siderolabs/discovery-api `api/v1alpha1/client/affiliate.proto`:
+The schema is membership/proto/affiliate.proto and the wire format is protobuf's own (the
+generated classes, which do no I/O). The bytes match Go's vtproto `MarshalVT` byte for byte:
+ascending field numbers, proto3 defaults omitted, present sub-messages written even when empty.
+IPs are Go `netip.Addr.MarshalBinary`: 4 bytes for IPv4, 16 for IPv6.
 
-    Affiliate    {1 node_id string, 2 addresses repeated bytes, 3 hostname, 4 nodename,
-                  5 machine_type, 6 operating_system, 7 kubespan optional KubeSpan,
-                  8 control_plane optional ControlPlane}
-    KubeSpan     {1 public_key string, 2 address bytes, 3 additional_addresses repeated IPPrefix,
-                  4 exclude_advertised_addresses repeated IPPrefix}
-    IPPrefix     {1 ip bytes, 2 bits uint32}
-    ControlPlane {1 api_server_port uint32}
-    Endpoint     {1 ip bytes, 2 port uint32}
-
-Encoding matches Go (vtproto) `MarshalVT` byte for byte: ascending field numbers, proto3 defaults
-omitted, present sub-messages written even when empty. IPs are Go `netip.Addr.MarshalBinary`:
-4 bytes for IPv4, 16 for IPv6.
+What the schema cannot say is checked here, and every failure is a RecordError naming the
+field: IP lengths, port and prefix ranges, UTF-8 of the text fields (declared `bytes` in the
+.proto for that reason), and known fields sent with the wrong wire type. Unknown fields are
+ignored: protobuf keeps them on the parsed message and the mapping never reads them, so records
+from a newer Talos still decode.
 """
 
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from membership.errors import RecordError
-from membership.protowire import (
-    FieldValue,
-    WireType,
-    encode_len_field,
-    encode_varint_field,
-    iter_fields,
-)
+from membership.proto import affiliate_pb2 as pb
 from membership.record import (
     AffiliateRecord,
     EndpointAddr,
@@ -37,17 +31,13 @@ from membership.record import (
 )
 
 _PORT_MAX = 0xFFFF
+# Indexed by wire type number (https://protobuf.dev/programming-guides/encoding/).
+_WIRE_TYPES = ("VARINT", "I64", "LEN", "SGROUP", "EGROUP", "I32")
+
+_M = TypeVar("_M", bound=Message)
 
 
 # --- encoding -------------------------------------------------------------------------------
-
-
-def _string(field_number: int, value: str) -> bytes:
-    return encode_len_field(field_number, value.encode("utf-8")) if value else b""
-
-
-def _uint(field_number: int, value: int) -> bytes:
-    return encode_varint_field(field_number, value) if value else b""
 
 
 def _check_port(value: int, name: str) -> None:
@@ -55,71 +45,90 @@ def _check_port(value: int, name: str) -> None:
         raise ValueError(f"{name} out of range 0..65535: {value}")
 
 
-def _encode_prefix(prefix: IPNetwork) -> bytes:
-    return encode_len_field(1, prefix.network_address.packed) + _uint(2, prefix.prefixlen)
+def _prefix_message(prefix: IPNetwork) -> pb.IPPrefix:
+    return pb.IPPrefix(ip=prefix.network_address.packed, bits=prefix.prefixlen)
 
 
-def _encode_kubespan(kubespan: KubeSpanInfo) -> bytes:
-    out = bytearray(_string(1, kubespan.public_key))
-    if kubespan.address is not None:
-        out += encode_len_field(2, kubespan.address.packed)
-    for prefix in kubespan.additional_addresses:
-        out += encode_len_field(3, _encode_prefix(prefix))
-    for prefix in kubespan.exclude_advertised_addresses:
-        out += encode_len_field(4, _encode_prefix(prefix))
-    return bytes(out)
+def _kubespan_message(kubespan: KubeSpanInfo) -> pb.KubeSpan:
+    return pb.KubeSpan(
+        public_key=kubespan.public_key.encode("utf-8"),
+        address=b"" if kubespan.address is None else kubespan.address.packed,
+        additional_addresses=[_prefix_message(p) for p in kubespan.additional_addresses],
+        exclude_advertised_addresses=[
+            _prefix_message(p) for p in kubespan.exclude_advertised_addresses
+        ],
+    )
 
 
 def encode_affiliate(record: AffiliateRecord) -> bytes:
     """Marshal a record as Go's Affiliate.MarshalVT; ValueError on a bad port or unencodable str."""
-    out = bytearray(_string(1, record.node_id))
-    for address in record.addresses:
-        out += encode_len_field(2, address.packed)
-    out += _string(3, record.hostname)
-    out += _string(4, record.nodename)
-    out += _string(5, record.machine_type)
-    out += _string(6, record.operating_system)
+    message = pb.Affiliate(
+        node_id=record.node_id.encode("utf-8"),
+        addresses=[address.packed for address in record.addresses],
+        hostname=record.hostname.encode("utf-8"),
+        nodename=record.nodename.encode("utf-8"),
+        machine_type=record.machine_type.encode("utf-8"),
+        operating_system=record.operating_system.encode("utf-8"),
+    )
+    # Presence of the two sub-messages is meaningful (a worker has no control_plane), so they
+    # are set even when every field inside is a default.
     if record.kubespan is not None:
-        out += encode_len_field(7, _encode_kubespan(record.kubespan))
+        message.kubespan.CopyFrom(_kubespan_message(record.kubespan))
     if record.api_server_port is not None:
         _check_port(record.api_server_port, "api_server_port")
-        out += encode_len_field(8, _uint(1, record.api_server_port))
-    return bytes(out)
+        message.control_plane.SetInParent()
+        message.control_plane.api_server_port = record.api_server_port
+    return message.SerializeToString(deterministic=True)
 
 
 def encode_endpoint(endpoint: EndpointAddr) -> bytes:
     """Marshal an endpoint as Go's Endpoint.MarshalVT; ValueError on an out-of-range port."""
     _check_port(endpoint.port, "port")
-    return encode_len_field(1, endpoint.ip.packed) + _uint(2, endpoint.port)
+    message = pb.Endpoint(ip=endpoint.ip.packed, port=endpoint.port)
+    return message.SerializeToString(deterministic=True)
 
 
 # --- decoding -------------------------------------------------------------------------------
 
 
-def _as_bytes(wire_type: WireType, value: FieldValue, name: str) -> bytes:
-    if wire_type is not WireType.LEN or not isinstance(value, bytes):
-        raise RecordError(f"{name}: wrong wire type {wire_type.name}")
-    return value
+def _reject_wrong_wire_types(message: Message, path: str) -> None:
+    # Protobuf keeps a known field number that arrives with the wrong wire type as an unknown
+    # field; Talos' vtproto decoder rejects it ("wrong wireType"), and so do we.
+    unknown = UnknownFieldSet(message)
+    by_number = message.DESCRIPTOR.fields_by_number
+    for index in range(len(unknown)):
+        field = by_number.get(unknown[index].field_number)
+        if field is not None:
+            wire_type = _WIRE_TYPES[unknown[index].wire_type]
+            raise RecordError(f"{path}{field.name}: wrong wire type {wire_type}")
+    for field, value in message.ListFields():
+        if field.message_type is not None:
+            for child in value if field.is_repeated else (value,):
+                _reject_wrong_wire_types(child, f"{path}{field.name}.")
 
 
-def _as_uint(wire_type: WireType, value: FieldValue, name: str) -> int:
-    if wire_type is not WireType.VARINT or not isinstance(value, int):
-        raise RecordError(f"{name}: wrong wire type {wire_type.name}")
-    return value
-
-
-def _as_str(wire_type: WireType, value: FieldValue, name: str) -> str:
+def _parse(message: _M, data: bytes, path: str) -> _M:
+    # The one place where protobuf's errors become RecordError: nothing of protobuf escapes.
     try:
-        return _as_bytes(wire_type, value, name).decode("utf-8")
+        message.ParseFromString(data)
+    except DecodeError as exc:
+        name = message.DESCRIPTOR.name
+        raise RecordError(f"{name}: not a valid protobuf message ({exc})") from exc
+    _reject_wrong_wire_types(message, path)
+    return message
+
+
+def _text(raw: bytes, name: str) -> str:
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise RecordError(f"{name}: invalid UTF-8") from None
 
 
-def _as_port(wire_type: WireType, value: FieldValue, name: str) -> int:
-    port = _as_uint(wire_type, value, name)
-    if port > _PORT_MAX:
-        raise RecordError(f"{name} out of range 0..65535: {port}")
-    return port
+def _port(value: int, name: str) -> int:
+    if value > _PORT_MAX:
+        raise RecordError(f"{name} out of range 0..65535: {value}")
+    return value
 
 
 def _ip(raw: bytes, name: str) -> IPAddress:
@@ -130,109 +139,58 @@ def _ip(raw: bytes, name: str) -> IPAddress:
     raise RecordError(f"{name}: IP must be 4 or 16 bytes, got {len(raw)}")
 
 
-def _decode_prefix(data: bytes, name: str) -> IPNetwork:
-    ip: IPAddress | None = None
-    bits = 0
-    for number, wire_type, value in iter_fields(data):
-        if number == 1:
-            ip = _ip(_as_bytes(wire_type, value, name), name)
-        elif number == 2:
-            bits = _as_uint(wire_type, value, name)
-    if ip is None:
+def _prefix(message: pb.IPPrefix, name: str) -> IPNetwork:
+    # proto3 cannot tell an absent ip from an empty one; neither is a network.
+    if not message.ip:
         raise RecordError(f"{name}: prefix without an IP")
-    if bits > ip.max_prefixlen:
-        raise RecordError(f"{name}: /{bits} is too long for IPv{ip.version}")
+    ip = _ip(message.ip, name)
+    if message.bits > ip.max_prefixlen:
+        raise RecordError(f"{name}: /{message.bits} is too long for IPv{ip.version}")
     # Talos sends prefixes with host bits set (e.g. 10.244.3.1/24, see discovery_service_test.go);
     # masking them keeps the network, which is all AllowedIPs and routing look at.
     if isinstance(ip, IPv4Address):
-        return IPv4Network((ip, bits), strict=False)
-    return IPv6Network((ip, bits), strict=False)
+        return IPv4Network((ip, message.bits), strict=False)
+    return IPv6Network((ip, message.bits), strict=False)
 
 
-def _decode_kubespan(data: bytes) -> KubeSpanInfo:
-    public_key = ""
+def _kubespan(message: pb.KubeSpan) -> KubeSpanInfo:
     address: IPv6Address | None = None
-    additional: list[IPNetwork] = []
-    exclude: list[IPNetwork] = []
-    for number, wire_type, value in iter_fields(data):
-        if number == 1:
-            public_key = _as_str(wire_type, value, "kubespan.public_key")
-        elif number == 2:
-            raw = _as_bytes(wire_type, value, "kubespan.address")
-            if not raw:
-                address = None
-            elif len(raw) == 16:
-                address = IPv6Address(raw)
-            else:
-                raise RecordError(f"kubespan.address must be 16 bytes, got {len(raw)}")
-        elif number == 3:
-            name = "kubespan.additional_addresses"
-            additional.append(_decode_prefix(_as_bytes(wire_type, value, name), name))
-        elif number == 4:
-            name = "kubespan.exclude_advertised_addresses"
-            exclude.append(_decode_prefix(_as_bytes(wire_type, value, name), name))
+    if len(message.address) == 16:
+        address = IPv6Address(message.address)
+    elif message.address:
+        raise RecordError(f"kubespan.address must be 16 bytes, got {len(message.address)}")
+    additional = "kubespan.additional_addresses"
+    exclude = "kubespan.exclude_advertised_addresses"
     return KubeSpanInfo(
-        public_key=public_key,
+        public_key=_text(message.public_key, "kubespan.public_key"),
         address=address,
-        additional_addresses=tuple(additional),
-        exclude_advertised_addresses=tuple(exclude),
+        additional_addresses=tuple(_prefix(p, additional) for p in message.additional_addresses),
+        exclude_advertised_addresses=tuple(
+            _prefix(p, exclude) for p in message.exclude_advertised_addresses
+        ),
     )
 
 
-def _decode_control_plane(data: bytes) -> int:
-    port = 0
-    for number, wire_type, value in iter_fields(data):
-        if number == 1:
-            port = _as_port(wire_type, value, "control_plane.api_server_port")
-    return port
-
-
 def decode_affiliate(data: bytes) -> AffiliateRecord:
-    """Unmarshal an Affiliate; unknown fields are skipped; RecordError on anything invalid."""
-    strings = {3: "", 4: "", 5: "", 6: ""}
-    names = {3: "hostname", 4: "nodename", 5: "machine_type", 6: "operating_system"}
-    node_id = ""
-    addresses: list[IPAddress] = []
-    # A sub-message seen several times is merged (protobuf semantics); concatenating the encoded
-    # parts and decoding once is exactly that merge.
-    kubespan_parts: list[bytes] | None = None
-    control_plane_parts: list[bytes] | None = None
-    for number, wire_type, value in iter_fields(data):
-        if number == 1:
-            node_id = _as_str(wire_type, value, "node_id")
-        elif number == 2:
-            addresses.append(_ip(_as_bytes(wire_type, value, "addresses"), "addresses"))
-        elif number in strings:
-            strings[number] = _as_str(wire_type, value, names[number])
-        elif number == 7:
-            kubespan_parts = kubespan_parts or []
-            kubespan_parts.append(_as_bytes(wire_type, value, "kubespan"))
-        elif number == 8:
-            control_plane_parts = control_plane_parts or []
-            control_plane_parts.append(_as_bytes(wire_type, value, "control_plane"))
+    """Unmarshal an Affiliate; unknown fields are ignored; RecordError on anything invalid."""
+    message = _parse(pb.Affiliate(), data, "")
+    api_server_port = None
+    if message.HasField("control_plane"):
+        name = "control_plane.api_server_port"
+        api_server_port = _port(message.control_plane.api_server_port, name)
     return AffiliateRecord(
-        node_id=node_id,
-        addresses=tuple(addresses),
-        hostname=strings[3],
-        nodename=strings[4],
-        machine_type=strings[5],
-        operating_system=strings[6],
-        kubespan=None if kubespan_parts is None else _decode_kubespan(b"".join(kubespan_parts)),
-        api_server_port=(
-            None
-            if control_plane_parts is None
-            else _decode_control_plane(b"".join(control_plane_parts))
-        ),
+        node_id=_text(message.node_id, "node_id"),
+        addresses=tuple(_ip(raw, "addresses") for raw in message.addresses),
+        hostname=_text(message.hostname, "hostname"),
+        nodename=_text(message.nodename, "nodename"),
+        machine_type=_text(message.machine_type, "machine_type"),
+        operating_system=_text(message.operating_system, "operating_system"),
+        kubespan=_kubespan(message.kubespan) if message.HasField("kubespan") else None,
+        api_server_port=api_server_port,
     )
 
 
 def decode_endpoint(data: bytes) -> EndpointAddr:
     """Unmarshal an Endpoint; RecordError unless it holds a 4/16-byte IP and a port <= 65535."""
-    raw_ip = b""
-    port = 0
-    for number, wire_type, value in iter_fields(data):
-        if number == 1:
-            raw_ip = _as_bytes(wire_type, value, "endpoint.ip")
-        elif number == 2:
-            port = _as_port(wire_type, value, "endpoint.port")
-    return EndpointAddr(_ip(raw_ip, "endpoint.ip"), port)
+    message = _parse(pb.Endpoint(), data, "endpoint.")
+    return EndpointAddr(_ip(message.ip, "endpoint.ip"), _port(message.port, "endpoint.port"))

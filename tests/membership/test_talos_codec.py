@@ -12,19 +12,12 @@ from ipaddress import (
 from typing import Any
 
 import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from hypothesis import given
 from hypothesis import strategies as st
 
 from membership.errors import RecordError
-from membership.protowire import (
-    WireType,
-    decode_varint,
-    encode_len_field,
-    encode_tag,
-    encode_varint,
-    encode_varint_field,
-    iter_fields,
-)
+from membership.proto import affiliate_pb2
 from membership.record import (
     AffiliateRecord,
     EndpointAddr,
@@ -38,6 +31,7 @@ from membership.talos_codec import (
     encode_affiliate,
     encode_endpoint,
 )
+from tests.membership.wire import WireType, encode_len_field, encode_tag, encode_varint_field
 
 # --- a fully populated record and its bytes, worked out field by field ----------------------
 
@@ -152,41 +146,43 @@ def test_encode_rejects_out_of_range_ports() -> None:
 # --- cross-check against the protobuf runtime (tests only) ----------------------------------
 
 
-def _pb_messages() -> dict[str, Any]:
-    pytest.importorskip("google.protobuf")
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+# Upstream's schema as the reference gives it (string fields are `string` here), built into its
+# own descriptor pool: an independent oracle for the generated classes, which declare text as
+# `bytes` (see affiliate.proto) and must be wire-identical to this.
+_fd = descriptor_pb2.FieldDescriptorProto
+_UPSTREAM_SCHEMA: dict[str, list[tuple[str, int, int, str]]] = {
+    "Affiliate": [
+        ("node_id", 1, _fd.TYPE_STRING, ""),
+        ("addresses", 2, _fd.TYPE_BYTES, "repeated"),
+        ("hostname", 3, _fd.TYPE_STRING, ""),
+        ("nodename", 4, _fd.TYPE_STRING, ""),
+        ("machine_type", 5, _fd.TYPE_STRING, ""),
+        ("operating_system", 6, _fd.TYPE_STRING, ""),
+        ("kubespan", 7, _fd.TYPE_MESSAGE, "KubeSpan"),
+        ("control_plane", 8, _fd.TYPE_MESSAGE, "ControlPlane"),
+    ],
+    "KubeSpan": [
+        ("public_key", 1, _fd.TYPE_STRING, ""),
+        ("address", 2, _fd.TYPE_BYTES, ""),
+        ("additional_addresses", 3, _fd.TYPE_MESSAGE, "repeated IPPrefix"),
+        ("exclude_advertised_addresses", 4, _fd.TYPE_MESSAGE, "repeated IPPrefix"),
+    ],
+    "IPPrefix": [("ip", 1, _fd.TYPE_BYTES, ""), ("bits", 2, _fd.TYPE_UINT32, "")],
+    "ControlPlane": [("api_server_port", 1, _fd.TYPE_UINT32, "")],
+    "Endpoint": [("ip", 1, _fd.TYPE_BYTES, ""), ("port", 2, _fd.TYPE_UINT32, "")],
+}
 
-    fd = descriptor_pb2.FieldDescriptorProto
+
+def _pb_messages() -> dict[str, Any]:
     file = descriptor_pb2.FileDescriptorProto(
         name="test_affiliate.proto", package="sidero.discovery.client", syntax="proto3"
     )
-    schema: dict[str, list[tuple[str, int, int, str]]] = {
-        "Affiliate": [
-            ("node_id", 1, fd.TYPE_STRING, ""),
-            ("addresses", 2, fd.TYPE_BYTES, "repeated"),
-            ("hostname", 3, fd.TYPE_STRING, ""),
-            ("nodename", 4, fd.TYPE_STRING, ""),
-            ("machine_type", 5, fd.TYPE_STRING, ""),
-            ("operating_system", 6, fd.TYPE_STRING, ""),
-            ("kubespan", 7, fd.TYPE_MESSAGE, "KubeSpan"),
-            ("control_plane", 8, fd.TYPE_MESSAGE, "ControlPlane"),
-        ],
-        "KubeSpan": [
-            ("public_key", 1, fd.TYPE_STRING, ""),
-            ("address", 2, fd.TYPE_BYTES, ""),
-            ("additional_addresses", 3, fd.TYPE_MESSAGE, "repeated IPPrefix"),
-            ("exclude_advertised_addresses", 4, fd.TYPE_MESSAGE, "repeated IPPrefix"),
-        ],
-        "IPPrefix": [("ip", 1, fd.TYPE_BYTES, ""), ("bits", 2, fd.TYPE_UINT32, "")],
-        "ControlPlane": [("api_server_port", 1, fd.TYPE_UINT32, "")],
-        "Endpoint": [("ip", 1, fd.TYPE_BYTES, ""), ("port", 2, fd.TYPE_UINT32, "")],
-    }
-    for name, fields in schema.items():
+    for name, fields in _UPSTREAM_SCHEMA.items():
         message = file.message_type.add(name=name)
         for field_name, number, field_type, extra in fields:
             field = message.field.add(name=field_name, number=number, type=field_type)
-            field.label = fd.LABEL_REPEATED if "repeated" in extra else fd.LABEL_OPTIONAL
-            if field_type == fd.TYPE_MESSAGE:
+            field.label = _fd.LABEL_REPEATED if "repeated" in extra else _fd.LABEL_OPTIONAL
+            if field_type == _fd.TYPE_MESSAGE:
                 field.type_name = ".sidero.discovery.client." + extra.split()[-1]
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
@@ -199,6 +195,30 @@ def _pb_messages() -> dict[str, Any]:
 
 
 _PB = _pb_messages()
+
+# The text fields: `string` upstream, `bytes` in affiliate.proto, the same on the wire.
+_TEXT_FIELDS = {
+    ("Affiliate", name)
+    for name in ("node_id", "hostname", "nodename", "machine_type", "operating_system")
+} | {("KubeSpan", "public_key")}
+
+
+def test_generated_schema_is_upstreams_field_for_field() -> None:
+    generated = affiliate_pb2.DESCRIPTOR
+    assert generated.package == "sidero.discovery.client"
+    assert set(generated.message_types_by_name) == set(_UPSTREAM_SCHEMA)
+    for message_name, fields in _UPSTREAM_SCHEMA.items():
+        message = generated.message_types_by_name[message_name]
+        assert len(message.fields) == len(fields)
+        for name, number, field_type, extra in fields:
+            field = message.fields_by_number[number]
+            assert field.name == name
+            assert field.is_repeated == ("repeated" in extra)
+            text = (message_name, name) in _TEXT_FIELDS
+            assert field.type == (_fd.TYPE_BYTES if text else field_type)
+            if field_type == _fd.TYPE_MESSAGE:
+                assert field.message_type is not None
+                assert field.message_type.name == extra.split()[-1]
 
 
 def _b64(raw: bytes) -> str:
@@ -234,8 +254,6 @@ def _record_json(record: AffiliateRecord) -> dict[str, Any]:
 
 
 def _pb_serialize(kind: str, js: dict[str, Any]) -> bytes:
-    from google.protobuf import json_format
-
     message = _PB[kind]()
     json_format.ParseDict(js, message)
     data: bytes = message.SerializeToString(deterministic=True)
@@ -292,6 +310,11 @@ def test_record_encoding_matches_protobuf_runtime(record: AffiliateRecord) -> No
     assert encode_affiliate(record) == _pb_serialize("Affiliate", _record_json(record))
 
 
+@given(records)
+def test_upstream_typed_bytes_decode_to_the_record(record: AffiliateRecord) -> None:
+    assert decode_affiliate(_pb_serialize("Affiliate", _record_json(record))) == record
+
+
 @given(endpoints)
 def test_endpoint_round_trips_and_matches_protobuf_runtime(endpoint: EndpointAddr) -> None:
     data = encode_endpoint(endpoint)
@@ -320,10 +343,14 @@ def test_corrupting_a_valid_record_raises_only_record_error(
 
 
 def test_truncation_fails_unless_it_falls_between_top_level_fields() -> None:
+    # Every top-level field of the vector is one tag byte, one length byte (< 128), payload.
     boundaries = {0}
-    for number, _, value in iter_fields(FULL_RECORD_BYTES):
-        assert isinstance(value, bytes)
-        boundaries.add(max(boundaries) + len(encode_len_field(number, value)))
+    offset = 0
+    while offset < len(FULL_RECORD_BYTES):
+        assert FULL_RECORD_BYTES[offset] & 0x7 == WireType.LEN
+        assert FULL_RECORD_BYTES[offset + 1] < 0x80
+        offset += 2 + FULL_RECORD_BYTES[offset + 1]
+        boundaries.add(offset)
     assert max(boundaries) == len(FULL_RECORD_BYTES)
     for size in range(len(FULL_RECORD_BYTES)):
         if size in boundaries:
@@ -349,6 +376,8 @@ _UNKNOWN_FIELDS = (
     + encode_len_field(3, b"x")
     + encode_tag(2, WireType.EGROUP)
     + encode_tag(103, WireType.EGROUP)
+    # The largest field number protobuf allows.
+    + encode_varint_field(2**29 - 1, 0)
 )
 
 
@@ -367,6 +396,14 @@ def test_unknown_fields_of_every_wire_type_are_skipped() -> None:
         kubespan=KubeSpanInfo(public_key="key", additional_addresses=(IPv4Network("0.0.0.0/8"),)),
         api_server_port=6443,
     )
+
+
+def test_a_field_talos_does_not_know_is_ignored() -> None:
+    # What a future record of ours adds (e.g. mesh health, numbered from 1000 up as
+    # affiliate.proto asks): this version decodes the rest and drops it.
+    mesh_health = encode_len_field(1000, encode_varint_field(1, 3) + encode_len_field(2, b"ok"))
+    assert decode_affiliate(FULL_RECORD_BYTES + mesh_health) == FULL_RECORD
+    assert decode_affiliate(mesh_health + FULL_RECORD_BYTES) == FULL_RECORD
 
 
 def test_repeated_submessages_merge_and_scalars_last_one_wins() -> None:
@@ -411,6 +448,12 @@ def test_empty_kubespan_address_means_none() -> None:
         (encode_len_field(2, bytes(5)), "addresses: IP must be 4 or 16 bytes, got 5"),
         (encode_len_field(2, b""), "addresses: IP must be 4 or 16 bytes, got 0"),
         (encode_varint_field(1, 5), "node_id: wrong wire type VARINT"),
+        (
+            encode_tag(1, WireType.SGROUP) + encode_tag(1, WireType.EGROUP),
+            "node_id: wrong wire type SGROUP",
+        ),
+        (encode_tag(2, WireType.I64) + bytes(8), "addresses: wrong wire type I64"),
+        (encode_tag(5, WireType.I32) + bytes(4), "machine_type: wrong wire type I32"),
         (encode_len_field(3, b"\xff\xfe"), "hostname: invalid UTF-8"),
         (encode_len_field(6, b"\xed\xa0\x80"), "operating_system: invalid UTF-8"),
         (encode_varint_field(7, 1), "kubespan: wrong wire type"),
@@ -435,6 +478,14 @@ def test_empty_kubespan_address_means_none() -> None:
             "/129 is too long for IPv6",
         ),
         (encode_len_field(7, encode_len_field(3, encode_len_field(1, bytes(3)))), "got 3"),
+        (
+            encode_len_field(7, encode_len_field(3, encode_len_field(1, b"") + b"\x10\x08")),
+            "additional_addresses: prefix without an IP",
+        ),
+        (
+            encode_len_field(7, encode_len_field(4, encode_varint_field(1, 4))),
+            "kubespan.exclude_advertised_addresses.ip: wrong wire type VARINT",
+        ),
     ],
 )
 def test_invalid_records_raise_record_error(data: bytes, message: str) -> None:
@@ -468,104 +519,3 @@ def test_full_length_prefixes_are_accepted() -> None:
 def test_invalid_endpoints_raise_record_error(data: bytes, message: str) -> None:
     with pytest.raises(RecordError, match=message):
         decode_endpoint(data)
-
-
-# --- protowire ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "encoded"),
-    [
-        (0, "00"),
-        (1, "01"),
-        (127, "7f"),
-        (128, "8001"),
-        (300, "ac02"),
-        (51820, "ec9403"),
-        (2**64 - 1, "ffffffffffffffffff01"),
-    ],
-)
-def test_varint_known_answers(value: int, encoded: str) -> None:
-    assert encode_varint(value) == bytes.fromhex(encoded)
-    assert decode_varint(bytes.fromhex(encoded)) == (value, len(encoded) // 2)
-
-
-@given(st.integers(0, 2**64 - 1), st.binary(max_size=4))
-def test_varint_round_trips(value: int, suffix: bytes) -> None:
-    data = b"\x99" + encode_varint(value) + suffix
-    assert decode_varint(data, 1) == (value, len(data) - len(suffix))
-
-
-@pytest.mark.parametrize("value", [-1, 2**64])
-def test_encode_varint_rejects_out_of_range(value: int) -> None:
-    with pytest.raises(ValueError, match="varint out of range"):
-        encode_varint(value)
-
-
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        ("", "truncated varint"),
-        ("80", "truncated varint"),
-        ("ffffffffffffffffff02", "overflows 64 bits"),
-        ("8080808080808080808000", "longer than 10 bytes"),
-    ],
-)
-def test_decode_varint_rejects_malformed(data: str, message: str) -> None:
-    with pytest.raises(RecordError, match=message):
-        decode_varint(bytes.fromhex(data))
-
-
-@pytest.mark.parametrize("number", [0, 2**29])
-def test_encode_tag_rejects_bad_field_numbers(number: int) -> None:
-    with pytest.raises(ValueError, match="field number"):
-        encode_tag(number, WireType.VARINT)
-
-
-def test_iter_fields_yields_wire_values() -> None:
-    data = (
-        encode_varint_field(1, 150)
-        + encode_tag(2, WireType.I64)
-        + (7).to_bytes(8, "little")
-        + encode_len_field(3, b"abc")
-        + encode_tag(4, WireType.I32)
-        + (9).to_bytes(4, "little")
-        + encode_tag(5, WireType.SGROUP)
-        + encode_varint_field(1, 1)
-        + encode_tag(5, WireType.EGROUP)
-        + encode_varint_field(2**29 - 1, 0)
-    )
-    assert list(iter_fields(data)) == [
-        (1, WireType.VARINT, 150),
-        (2, WireType.I64, 7),
-        (3, WireType.LEN, b"abc"),
-        (4, WireType.I32, 9),
-        (5, WireType.SGROUP, b"\x08\x01"),
-        (2**29 - 1, WireType.VARINT, 0),
-    ]
-
-
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        ("00", "invalid field number 0"),
-        ("8080808010", "invalid field number"),  # 2**29 << 3
-        ("0e", "invalid wire type 6"),
-        ("0f", "invalid wire type 7"),
-        ("0c", "end of group without a start"),
-        ("0b", "unterminated group"),
-        ("0b0801", "unterminated group"),
-        ("0b14", "mismatched end of group"),
-        ("0b1314", "unterminated group"),
-        ("0b0a05ab", "truncated field"),
-        ("0a05abcd", "truncated field"),
-        ("0a", "truncated varint"),
-        ("0a80", "truncated varint"),
-        ("09000000", "truncated field"),
-        ("0d00", "truncated field"),
-        ("08", "truncated varint"),
-    ],
-)
-def test_iter_fields_rejects_malformed(data: str, message: str) -> None:
-    with pytest.raises(RecordError, match=message):
-        list(iter_fields(bytes.fromhex(data)))
