@@ -7,11 +7,15 @@ from ipaddress import IPv4Address, IPv6Address, ip_network
 
 import pytest
 
+from kubespan import config_defaults as defaults
 from kubespan.config import (
+    ClusterConfig,
     Config,
     ConfigError,
+    DiscoveryConfig,
     DiscoveryEndpoint,
     EndpointFilter,
+    TimingConfig,
     gen_config,
     load_config,
     render_config,
@@ -266,3 +270,97 @@ def test_gen_config_validates_its_arguments() -> None:
         gen_config(CLUSTER_ID, SECRET, "discovery.example:3001")
     with pytest.raises(ConfigError, match=r"cluster\.secret"):
         gen_config(CLUSTER_ID, "short", "http://a:1")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [".inf", "-.inf", ".nan", "1" + "0" * 400, "9" * 400 + "s", "99999999999h"],
+)
+def test_absurd_durations_are_config_errors(value: str) -> None:
+    assert error_of(with_section(f"timing: {{reconcile: {value}}}")).startswith(
+        "timing.reconcile: must be "
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("? [a]\n: 1\n", "config: invalid YAML: while constructing a mapping"),
+        ("mesh: " + "[" * 5000 + "]" * 5000, "config: invalid YAML: nested too deeply"),
+        ("mesh: {1: 2}", "mesh: keys must be strings, got 1"),
+        ("mesh: {advertised_networks: !!set {10.0.0.0/8}}", "mesh.advertised_networks: must be"),
+        ("mesh: {extra_endpoints: ['{x}']}", "mesh.extra_endpoints[0]: '{x}' must be IP:port"),
+    ],
+)
+def test_odd_yaml_is_a_config_error(text: str, message: str) -> None:
+    assert message in error_of(with_section(text))
+
+
+def test_unknown_key_is_reported_before_the_required_key_it_hides() -> None:
+    text = f"cluster: {{id: x, secrett: '{SECRET}'}}\ndiscovery: {{endpoints: ['http://a:1']}}"
+    assert error_of(text) == "cluster.secrett: unknown key (did you mean 'secret'?)"
+
+
+FIELDS = {
+    "cluster": ("id", "secret"),
+    "discovery": ("endpoints",),
+    "mesh": (
+        "port",
+        "mtu",
+        "advertised_networks",
+        "excluded_networks",
+        "endpoint_filters",
+        "extra_endpoints",
+        "force_routing",
+        "keepalive_seconds",
+    ),
+    "node": ("hostname", "nodename"),
+    "timing": ("endpoint_timeout", "peer_down", "reconcile", "ttl", "refresh"),
+}
+
+
+@pytest.mark.parametrize(
+    ("section", "key"), [(section, key) for section, keys in FIELDS.items() for key in keys]
+)
+@pytest.mark.parametrize("value", ["[[1]]", "{a: 1}", "x", "''", "-1", "1.5", "true", "2024-01-01"])
+def test_every_field_words_its_own_errors(section: str, key: str, value: str) -> None:
+    """No field lets a pydantic message ("Input should be ...") through, whatever the value."""
+    doc = {
+        "cluster": {"id": "x", "secret": f"'{SECRET}'"},
+        "discovery": {"endpoints": "[http://a:1]"},
+    }
+    doc.setdefault(section, {})[key] = value
+    text = "\n".join(
+        f"{name}: {{{', '.join(f'{k}: {v}' for k, v in body.items())}}}"
+        for name, body in doc.items()
+    )
+    try:
+        load_config(text)
+    except ConfigError as exc:
+        message = str(exc)
+        # Either the field itself, or the one a cross-field rule compares it with.
+        assert message.startswith(f"{section}.") and f".{key}" in message, message
+        assert "Input should" not in message and SECRET not in message
+
+
+def test_defaults_come_from_config_defaults() -> None:
+    config = load_config(MINIMAL)
+    assert (config.mesh.port, config.mesh.mtu) == (defaults.DEFAULT_PORT, defaults.DEFAULT_MTU)
+    assert config.mesh.keepalive_seconds == defaults.DEFAULT_KEEPALIVE_SECONDS
+    assert config.mesh.force_routing is defaults.DEFAULT_FORCE_ROUTING
+    t = config.timing
+    assert (t.endpoint_timeout, t.peer_down) == (
+        defaults.DEFAULT_ENDPOINT_TIMEOUT,
+        defaults.DEFAULT_PEER_DOWN,
+    )
+    assert (t.reconcile, t.ttl) == (defaults.DEFAULT_RECONCILE, defaults.DEFAULT_TTL)
+    assert TimingConfig(ttl=timedelta(minutes=20)).refresh == timedelta(minutes=10)
+
+
+def test_models_built_in_code_equal_loaded_ones() -> None:
+    endpoint = DiscoveryEndpoint("http://discovery.example:3001", "http", "discovery.example", 3001)
+    built = Config(
+        cluster=ClusterConfig(id=CLUSTER_ID, secret=SECRET),
+        discovery=DiscoveryConfig(endpoints=(endpoint,)),
+    )
+    assert built == load_config(MINIMAL)
