@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
 import pytest
 
 from discovery.client import ClientError, Deleted, DiscoveryClient, RawAffiliate, Snapshot, Updated
+from membership.limits import TTL_MAX
 from tests.discovery.client_harness import (
     AFFILIATE,
     CLUSTER,
@@ -231,7 +232,48 @@ class DiscoveryClientContract:
             await anext(stream)
         assert not caught.value.retryable
 
+    @pytest.mark.anyio
+    async def test_writes_that_change_nothing_visible_reach_no_watcher(
+        self, service: Served, client: DiscoveryClient
+    ) -> None:
+        writer = service.client()
+        await writer.update(CLUSTER, "a", data=b"a", endpoints=[b"e"], ttl=TTL)
+        async with watching(client) as stream:
+            await take(stream)
+            # A refresh moves only expiries; deleting what is absent deletes nothing.
+            await writer.update(CLUSTER, "a", data=b"a", endpoints=[b"e"], ttl=TTL * 2)
+            await writer.update(CLUSTER, "a", data=None, endpoints=[], ttl=TTL)
+            await writer.delete(CLUSTER, "never there")
+            await writer.update(CLUSTER, "b", data=b"b", endpoints=[], ttl=TTL)
+            [next_event] = await take(stream)
+        assert unrevised(next_event) == Updated(RawAffiliate("b", b"b", ()), revision=None)
+
     # -- errors ------------------------------------------------------------------------------
+
+    @pytest.mark.anyio
+    async def test_every_call_refuses_an_invalid_cluster_not_retryable(
+        self, client: DiscoveryClient
+    ) -> None:
+        cluster = "c" * 300
+        calls: list[Callable[[], Awaitable[object]]] = [
+            lambda: client.hello(cluster, "v1"),
+            lambda: client.update(cluster, "a", data=b"d", endpoints=[], ttl=TTL),
+            lambda: client.delete(cluster, "a"),
+            lambda: client.list(cluster),
+        ]
+        for call in calls:
+            with pytest.raises(ClientError, match="cluster ID is too long") as caught:
+                await call()
+            assert not caught.value.retryable
+
+    @pytest.mark.anyio
+    async def test_a_ttl_over_the_maximum_is_refused_not_retryable(
+        self, client: DiscoveryClient
+    ) -> None:
+        with pytest.raises(ClientError, match="ttl is too large") as caught:
+            await client.update(CLUSTER, AFFILIATE, data=b"d", endpoints=[], ttl=TTL_MAX * 2)
+        assert not caught.value.retryable
+        assert await client.list(CLUSTER) == []
 
     @pytest.mark.anyio
     async def test_too_big_data_is_refused_with_the_servers_message(
