@@ -279,7 +279,7 @@ class FakeHost:
         return b""
 
 
-# -- kubespan: discovery (discovery/client.py) -------------------------------------------
+# -- kubespan: discovery (discovery/client/) --------------------------------------------
 
 
 @dataclass
