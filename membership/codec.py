@@ -41,11 +41,13 @@ def micros_to_time(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
-def _b64(data: bytes) -> str:
+def encode_b64(data: bytes) -> str:
+    """Standard base64 with padding, the form every JSON of ours carries blobs in."""
     return base64.b64encode(data).decode("ascii")
 
 
-def _unb64(text: str) -> bytes:
+def decode_b64(text: str) -> bytes:
+    """Inverse of encode_b64; raises ValueError on anything but strict standard base64."""
     return base64.b64decode(text, validate=True)
 
 
@@ -53,8 +55,10 @@ def affiliate_to_dict(affiliate: Affiliate) -> dict[str, Any]:
     """A JSON-ready form of an affiliate, with expiries."""
     return {
         "id": affiliate.id,
-        "data": _b64(affiliate.data),
-        "endpoints": [[_b64(e.data), time_to_micros(e.expires_at)] for e in affiliate.endpoints],
+        "data": encode_b64(affiliate.data),
+        "endpoints": [
+            [encode_b64(e.data), time_to_micros(e.expires_at)] for e in affiliate.endpoints
+        ],
         "expires_at": time_to_micros(affiliate.expires_at),
     }
 
@@ -63,8 +67,8 @@ def affiliate_from_dict(raw: Mapping[str, Any]) -> Affiliate:
     """Inverse of affiliate_to_dict."""
     return Affiliate(
         id=raw["id"],
-        data=_unb64(raw["data"]),
-        endpoints=tuple(Endpoint(_unb64(d), micros_to_time(at)) for d, at in raw["endpoints"]),
+        data=decode_b64(raw["data"]),
+        endpoints=tuple(Endpoint(decode_b64(d), micros_to_time(at)) for d, at in raw["endpoints"]),
         expires_at=micros_to_time(raw["expires_at"]),
     )
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from membership.codec import CodecError
+from membership.codec import CodecError, micros_to_time, time_to_micros
 from membership.model import Affiliate, ClusterView, Endpoint
 
 MAGIC = b"KSNAP1"
@@ -24,15 +24,9 @@ _LEN32 = struct.Struct("<I")
 _LEN16 = struct.Struct("<H")
 _TIME_COUNT = struct.Struct("<qH")
 _TIME = struct.Struct("<q")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = timedelta(microseconds=1)
 # Up to here (the year 2096) a float of seconds rounds back to the exact microsecond, and
 # fromtimestamp is several times faster than timedelta arithmetic; beyond, the exact path.
 _FAST_UNTIL = 4 * 10**15
-
-
-def _micros(at: datetime) -> int:
-    return (at - _EPOCH) // _MICRO
 
 
 def encode_snapshot(views: Iterable[ClusterView]) -> bytes:
@@ -44,9 +38,9 @@ def encode_snapshot(views: Iterable[ClusterView]) -> bytes:
         for a in view.affiliates.values():
             aid = a.id.encode()
             out += (_LEN16.pack(len(aid)), aid, _LEN32.pack(len(a.data)), a.data)
-            out.append(_TIME_COUNT.pack(_micros(a.expires_at), len(a.endpoints)))
+            out.append(_TIME_COUNT.pack(time_to_micros(a.expires_at), len(a.endpoints)))
             for e in a.endpoints:
-                out += (_LEN16.pack(len(e.data)), e.data, _TIME.pack(_micros(e.expires_at)))
+                out += (_LEN16.pack(len(e.data)), e.data, _TIME.pack(time_to_micros(e.expires_at)))
     return b"".join(out)
 
 
@@ -64,7 +58,7 @@ def decode_snapshot(blob: bytes) -> dict[str, ClusterView]:
             if 0 <= micros < _FAST_UNTIL:
                 at = datetime.fromtimestamp(micros / 1_000_000, UTC)
             else:
-                at = _EPOCH + timedelta(microseconds=micros)
+                at = micros_to_time(micros)
             times[micros] = at
         return at
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from membership.codec import micros_to_time, time_to_micros
 from storage.base import NewEvent, Snapshot, StoredEvent
 from storage.errors import StorageError, StorageUnavailable
 from storage.sqlite_schema import (
@@ -31,8 +32,6 @@ from storage.sqlite_schema import (
     SAVE_SNAPSHOT,
     SCHEMA,
     driver_errors,
-    from_micros,
-    micros,
 )
 from storage.sqlite_writer import SqliteWriter
 from storage.waiters import HeadWatch
@@ -124,7 +123,7 @@ class SqliteEventLog:
             else:
                 sql = f"{COLUMNS} WHERE stream = ? AND revision > ? ORDER BY revision LIMIT ?"
                 rows = await self._reader.execute_fetchall(sql, (stream, after, limit))
-        return [StoredEvent(r[0], r[1], r[2], r[3], from_micros(r[4])) for r in rows]
+        return [StoredEvent(r[0], r[1], r[2], r[3], micros_to_time(r[4])) for r in rows]
 
     async def head(self) -> int:
         self._check_open()
@@ -139,7 +138,7 @@ class SqliteEventLog:
 
     async def save_snapshot(self, revision: int, blob: bytes) -> None:
         self._check_open()
-        row = (revision, blob, micros(datetime.now(UTC)))
+        row = (revision, blob, time_to_micros(datetime.now(UTC)))
         await self._writer.run(lambda: self._writer.conn.execute(SAVE_SNAPSHOT, row))
 
     async def load_snapshot(self) -> Snapshot | None:
@@ -148,11 +147,11 @@ class SqliteEventLog:
             rows = await self._reader.execute_fetchall(
                 "SELECT revision, blob, taken_at FROM snapshot"
             )
-        return next((Snapshot(r, blob, from_micros(at)) for r, blob, at in rows), None)
+        return next((Snapshot(r, blob, micros_to_time(at)) for r, blob, at in rows), None)
 
     async def compact(self, before_revision: int, recorded_before: datetime) -> int:
         self._check_open()
-        cutoff = micros(recorded_before)
+        cutoff = time_to_micros(recorded_before)
 
         async def run() -> int:
             w = self._writer.conn
@@ -183,14 +182,14 @@ class SqliteEventLog:
 
     async def mark_alive(self, at: datetime) -> None:
         self._check_open()
-        row = (micros(at),)
+        row = (time_to_micros(at),)
         await self._writer.run(lambda: self._writer.conn.execute(MARK_ALIVE, row))
 
     async def last_alive(self) -> datetime | None:
         self._check_open()
         with driver_errors():
             rows = await self._reader.execute_fetchall(LAST_ALIVE)
-        return next((from_micros(value) for (value,) in rows), None)
+        return next((micros_to_time(value) for (value,) in rows), None)
 
     async def aclose(self) -> None:
         if self._closing is None:

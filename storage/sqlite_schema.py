@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from storage.errors import StorageError, StorageUnavailable
 
@@ -49,14 +49,6 @@ def stale_query(pairs: int) -> str:
         " WHERE EXISTS (SELECT 1 FROM events e"
         " WHERE e.stream = req.stream AND e.revision > req.base)"
     )
-
-
-def micros(at: datetime) -> int:
-    return (at - _EPOCH) // timedelta(microseconds=1)
-
-
-def from_micros(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
 
 
 def translate(exc: Exception) -> StorageError:

@@ -21,10 +21,11 @@ from typing import Any, Generic, TypeVar
 
 import aiosqlite
 
+from membership.codec import micros_to_time, time_to_micros
 from storage.base import NewEvent, StoredEvent
 from storage.errors import StorageUnavailable
 from storage.group_commit import Append, Plan, conflict_checks, plan_batch, take_batch
-from storage.sqlite_schema import INSERT, from_micros, micros, stale_query, translate
+from storage.sqlite_schema import INSERT, stale_query, translate
 from storage.waiters import HeadWatch, fail, settle
 
 _T = TypeVar("_T")
@@ -137,7 +138,7 @@ class SqliteWriter:
             fail([a.reply for a in batch], err)
             return
         # Only now is the batch durable: acknowledge it, and wake the tailing readers.
-        at = from_micros(recorded_at)
+        at = micros_to_time(recorded_at)
         self._committed([StoredEvent(r.revision, r.stream, r.type, r.data, at) for r in plan.rows])
         self._watch.advance(plan.head)
         for reply, outcome in plan.outcomes:
@@ -148,7 +149,7 @@ class SqliteWriter:
         await conn.execute("BEGIN IMMEDIATE")
         stale = await self._stale(conflict_checks(batch))
         plan = plan_batch(batch, self._watch.head, stale)
-        recorded_at = micros(datetime.now(UTC))
+        recorded_at = time_to_micros(datetime.now(UTC))
         if plan.rows:
             rows = [(r.revision, r.stream, r.type, r.data, recorded_at) for r in plan.rows]
             await conn.executemany(INSERT, rows)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from discovery.client import (
     WatchEvent,
 )
 from discovery.version import SERVER_VERSION
+from membership.codec import decode_b64, encode_b64
 
 # The server sends a keep-alive comment every 15 s (routes_watch.HEARTBEAT_SECONDS); three
 # missed ones mean the connection is dead even if TCP has not noticed (NAT drop, half-open socket).
@@ -83,11 +82,11 @@ class HttpDiscoveryClient:
         ttl: timedelta,
     ) -> None:
         payload: dict[str, Any] = {
-            "endpoints": [_b64(e) for e in endpoints],
+            "endpoints": [encode_b64(e) for e in endpoints],
             "ttl": ttl.total_seconds(),
         }
         if data is not None:
-            payload["data"] = _b64(data)
+            payload["data"] = encode_b64(data)
         await self._call("PUT", _affiliate_path(cluster_id, affiliate_id), json=payload)
 
     async def delete(self, cluster_id: str, affiliate_id: str) -> None:
@@ -218,16 +217,12 @@ def _affiliate(raw: Any) -> RawAffiliate:
     )
 
 
-def _b64(blob: bytes) -> str:
-    return base64.b64encode(blob).decode("ascii")
-
-
 def _unb64(text: Any) -> bytes:
     if not isinstance(text, str):
         raise TypeError("blob is not a base64 string")
     try:
-        return base64.b64decode(text, validate=True)
-    except binascii.Error as exc:
+        return decode_b64(text)
+    except ValueError as exc:
         raise ValueError(f"bad base64: {exc}") from exc
 
 

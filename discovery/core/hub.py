@@ -57,16 +57,12 @@ class WatchHub:
         self._projection = projection
         self._capacity = capacity
         self._subs: dict[str, set[Subscription]] = {}
-        self.lagged_total = 0
         self.closing = False
         projection.add_listener(self._publish)
 
     def _publish(self, cluster_id: str, change: Change) -> None:
         for sub in self._subs.get(cluster_id, ()):
-            was_lagging = sub.lagging
             sub.offer(change)
-            if sub.lagging and not was_lagging:
-                self.lagged_total += 1
 
     def _snapshot(self, cluster_id: str) -> WatchSnapshot:
         view = self._projection.views.get(cluster_id)
@@ -103,6 +99,3 @@ class WatchHub:
 
     def watchers(self) -> int:
         return sum(len(s) for s in self._subs.values())
-
-    def watched_clusters(self) -> int:
-        return len(self._subs)

@@ -30,10 +30,12 @@ log = logging.getLogger("discovery.maintenance")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MaintenanceOptions:
-    gc_interval: float = 60.0
-    snapshot_interval: float = 600.0
-    retention: float = 86400.0
-    heartbeat_interval: float = 5.0
+    """Seconds; the defaults are the settings' (discovery/settings.py), the one source."""
+
+    gc_interval: float
+    snapshot_interval: float
+    retention: float
+    heartbeat_interval: float
 
 
 class MaintainedState(Protocol):

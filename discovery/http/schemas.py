@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from membership.codec import decode_b64, encode_b64
 from membership.model import Affiliate
 
 
@@ -16,16 +15,13 @@ def _b64(value: object) -> bytes:
     if not isinstance(value, str):
         raise ValueError("must be a base64 string")
     try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
+        return decode_b64(value)
+    except ValueError as exc:
         raise ValueError("is not valid standard base64") from exc
 
 
 Base64Bytes = Annotated[bytes, BeforeValidator(_b64)]
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+b64 = encode_b64
 
 
 def iso(at: datetime) -> str:
@@ -89,12 +85,3 @@ class HistoryEvent(_Strict):
 class History(_Strict):
     horizon: int = Field(description="events at or below this revision may have been compacted")
     events: list[HistoryEvent]
-
-
-class ErrorBody(_Strict):
-    code: str
-    message: str
-
-
-class ErrorResponse(_Strict):
-    error: ErrorBody
