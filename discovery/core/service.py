@@ -11,12 +11,12 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import timedelta
 from ipaddress import IPv4Address, IPv6Address
 
 from discovery.core import validate
-from discovery.core.changes import Change, WatchMessage, change_of
+from discovery.core.changes import WatchMessage
 from discovery.core.clock import Clock, Monotonic, system_clock
 from discovery.core.errors import InvalidArgument, NotReady, RateLimited, ResourceExhausted
 from discovery.core.hub import WatchHub
@@ -24,6 +24,7 @@ from discovery.core.metrics import Metrics, parse_client_version
 from discovery.core.projection import Projection
 from discovery.core.ratelimit import RateLimiter
 from discovery.core.values import CoreOptions, CoreStatus, HelloResult, HistoryEntry
+from discovery.core.watching import watch_cluster
 from membership import commands
 from membership.codec import decode_event, encode_event, event_type
 from membership.errors import DomainError, TTLTooLarge
@@ -304,64 +305,21 @@ class DiscoveryService:
         """A snapshot (or, with `since`, exactly the changes after it), then live changes.
 
         Yields None after `idle` seconds without a change, so callers can send keep-alives.
+        Validation and readiness are checked at the first pull.
         """
         validate.cluster_id(cluster_id, self._limits)
         self._check_ready()
-        sub, snapshot = self._hub.subscribe(cluster_id)
+        stream = watch_cluster(
+            self._hub, self._log, cluster_id, since=since, idle=idle, on_catch_up=self._caught_up
+        )
         try:
-            if since is not None and await self._replayable(since, snapshot.revision):
-                last = since
-                async for change in self._replay(cluster_id, last, snapshot.revision):
-                    yield change
-            else:
-                yield snapshot
-            last = snapshot.revision
-            while True:
-                if not await sub.wait(idle):
-                    yield None
-                    continue
-                if sub.closed:
-                    return
-                if sub.lagging:
-                    self._metrics.watch_catchups.inc()
-                    snapshot = self._hub.resume_live(sub)
-                    if await self._replayable(last, snapshot.revision):
-                        async for change in self._replay(cluster_id, last, snapshot.revision):
-                            yield change
-                    else:
-                        yield snapshot
-                    last = snapshot.revision
-                    continue
-                change = sub.queue.popleft()
-                if change.revision > last:
-                    last = change.revision
-                    yield change
+            async for message in stream:
+                yield message
         finally:
-            self._hub.unsubscribe(sub)
+            await stream.aclose()
 
-    async def _replayable(self, since: int, upto: int) -> bool:
-        if since > upto:
-            return False  # a revision from another log (or the future): resync
-        try:
-            return since >= await self._log.horizon()
-        except StorageError:
-            return False
-
-    async def _replay(self, cluster_id: str, after: int, upto: int) -> AsyncIterator[Change]:
-        while after < upto:
-            try:
-                batch: list[StoredEvent] = await self._log.read(after, 500, stream=cluster_id)
-            except StorageError as exc:
-                raise NotReady("the event log is unavailable, try again later") from exc
-            if not batch:
-                return
-            for record in batch:
-                if record.revision > upto:
-                    return
-                after = record.revision
-                change = change_of(record.revision, decode_event(record.type, record.data))
-                if change is not None:
-                    yield change
+    def _caught_up(self) -> None:
+        self._metrics.watch_catchups.inc()
 
     def _state_gauges(self) -> dict[str, float]:
         status = self.status()
