@@ -1,10 +1,14 @@
 """Binary snapshots of the projection: restart time must not grow with the number of events.
 
 Layout (all integers little-endian; times are microseconds since the Unix epoch):
-    b"KSNAP1"
+    b"KSNAP2"
     per cluster:   u32 id length, id (UTF-8), u64 revision, u32 affiliate count
     per affiliate: u16 id length, id, u32 data length, data, i64 expiry, u16 endpoint count
     per endpoint:  u16 blob length, blob, i64 expiry
+    u32 CRC-32 of everything before it
+A damaged snapshot must never load as different state: one flipped bit can leave a blob that
+still parses, so the checksum, not the parser, is what detects it. Snapshots written before it
+existed (b"KSNAP1", the same layout without the trailer) still load.
 Raw bytes rather than JSON with base64: a 100,000-affiliate snapshot decodes several times
 faster, and restart time is dominated by this decode.
 """
@@ -12,13 +16,16 @@ faster, and restart time is dominated by this decode.
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from membership.codec import CodecError, micros_to_time, time_to_micros
 from membership.model import Affiliate, ClusterView, Endpoint
 
-MAGIC = b"KSNAP1"
+MAGIC = b"KSNAP2"
+_MAGIC_V1 = b"KSNAP1"
+_CRC = struct.Struct("<I")
 _CLUSTER = struct.Struct("<QI")
 _LEN32 = struct.Struct("<I")
 _LEN16 = struct.Struct("<H")
@@ -31,7 +38,7 @@ _FAST_UNTIL = 4 * 10**15
 
 def encode_snapshot(views: Iterable[ClusterView]) -> bytes:
     """Every cluster view as one blob; the inverse of decode_snapshot."""
-    out = [MAGIC]
+    out: list[bytes] = [MAGIC]
     for view in views:
         cid = view.id.encode()
         out += (_LEN32.pack(len(cid)), cid, _CLUSTER.pack(view.revision, len(view.affiliates)))
@@ -41,12 +48,20 @@ def encode_snapshot(views: Iterable[ClusterView]) -> bytes:
             out.append(_TIME_COUNT.pack(time_to_micros(a.expires_at), len(a.endpoints)))
             for e in a.endpoints:
                 out += (_LEN16.pack(len(e.data)), e.data, _TIME.pack(time_to_micros(e.expires_at)))
-    return b"".join(out)
+    body = b"".join(out)
+    return body + _CRC.pack(zlib.crc32(body))
 
 
 def decode_snapshot(blob: bytes) -> dict[str, ClusterView]:
     """The cluster views in `blob`; raises CodecError when it is damaged or not a snapshot."""
-    if not blob.startswith(MAGIC):
+    if blob.startswith(MAGIC):
+        if len(blob) < len(MAGIC) + _CRC.size:
+            raise CodecError("damaged snapshot (truncated)")
+        (crc,) = _CRC.unpack_from(blob, len(blob) - _CRC.size)
+        blob = blob[: -_CRC.size]
+        if zlib.crc32(blob) != crc:
+            raise CodecError("damaged snapshot (checksum mismatch)")
+    elif not blob.startswith(_MAGIC_V1):
         raise CodecError("not a snapshot (bad magic)")
     views: dict[str, ClusterView] = {}
     times: dict[int, datetime] = {}

@@ -3,6 +3,7 @@
 StorageError
 ├── Conflict            an append's base revision is stale: the stream moved on meanwhile
 ├── StorageUnavailable  the database cannot be reached or the log is closed
+├── Rejected            the database refused this append's content; the log itself is fine
 └── InvalidStorageURL   the storage URL names no known backend or is malformed
 """
 
@@ -19,6 +20,10 @@ class Conflict(StorageError):
 
 class StorageUnavailable(StorageError):
     """The backend cannot serve the call now (connection lost, closed); retry later."""
+
+
+class Rejected(StorageError):
+    """The database refused this one append (its content, not an outage); others go on."""
 
 
 class InvalidStorageURL(StorageError):

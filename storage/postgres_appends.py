@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from storage.base import NewEvent
-from storage.errors import StorageError
+from storage.errors import Rejected, StorageError, StorageUnavailable
 from storage.group_commit import Append, Plan, conflict_checks, plan_batch, take_batch
 from storage.postgres_schema import HEAD, INSERT, LOCK_EVENTS, MOVED_MANY
 from storage.waiters import HeadWatch, fail, settle
@@ -58,8 +58,33 @@ class Appender:
                 continue
             try:
                 plan = await self._commit(batch)
-            except StorageError as exc:
+            except StorageUnavailable as exc:
                 fail([a.reply for a in batch], exc)
+                continue
+            except StorageError as exc:
+                if len(batch) == 1:
+                    fail([batch[0].reply], Rejected(str(exc)))
+                    continue
+                # One bad append (content the database refuses) must not fail the others
+                # of its group: put each back to be committed alone, in order.
+                self._pending.extendleft(reversed(batch))
+                await self._commit_alone(len(batch))
+                continue
+            for reply, outcome in plan.outcomes:
+                settle(reply, outcome)
+
+    async def _commit_alone(self, count: int) -> None:
+        for _ in range(count):
+            append = self._pending.popleft()
+            if _abandoned(append.reply):
+                continue
+            try:
+                plan = await self._commit([append])
+            except StorageUnavailable as exc:
+                fail([append.reply], exc)
+                continue
+            except StorageError as exc:
+                fail([append.reply], Rejected(str(exc)))
                 continue
             for reply, outcome in plan.outcomes:
                 settle(reply, outcome)

@@ -32,7 +32,7 @@ from membership.events import AffiliateUpdated, EndpointsExpired, Event
 from membership.model import Affiliate, ClusterView, UpdateRequest
 from membership.snapshot import decode_snapshot
 from storage.base import EventLog, NewEvent, StoredEvent
-from storage.errors import Conflict, StorageError
+from storage.errors import Conflict, Rejected, StorageError
 
 log = logging.getLogger("discovery")
 
@@ -254,6 +254,11 @@ class DiscoveryService:
             revision = await self._log.append(stream, records, base_revision=base_revision)
         except Conflict:
             raise
+        except Rejected as exc:
+            # This append alone was refused (its neighbours were committed): the caller's
+            # fault, and no sign of an outage.
+            log.warning("append refused by storage", extra={"stream": stream, "error": str(exc)})
+            raise InvalidArgument(f"the request was refused by storage: {exc}") from exc
         except StorageError as exc:
             self._storage_ok = False
             raise NotReady("the event log is unavailable, try again later") from exc

@@ -8,22 +8,29 @@ from discovery.core.errors import InvalidArgument
 from membership.limits import Limits
 
 
-def cluster_id(value: str, limits: Limits) -> str:
-    """The cluster id if it is 1..max bytes of UTF-8; raises InvalidArgument."""
+def _identifier(value: str, max_bytes: int, what: str) -> str:
     if not value:
-        raise InvalidArgument("cluster ID can't be empty")
-    if len(value.encode()) > limits.cluster_id_max:
-        raise InvalidArgument("cluster ID is too long")
+        raise InvalidArgument(f"{what} can't be empty")
+    if len(value) > max_bytes:  # never fewer bytes than characters
+        raise InvalidArgument(f"{what} is too long")
+    # Ids are text people and logs read: control characters (NUL breaks PostgreSQL text),
+    # lone surrogates (not encodable at all) and other invisible characters are refused.
+    # Talos ids are base64 and base62, far inside this.
+    if not value.isprintable():
+        raise InvalidArgument(f"{what} contains control or non-printable characters")
+    if len(value.encode()) > max_bytes:
+        raise InvalidArgument(f"{what} is too long")
     return value
+
+
+def cluster_id(value: str, limits: Limits) -> str:
+    """The cluster id if it is 1..max bytes of printable UTF-8; raises InvalidArgument."""
+    return _identifier(value, limits.cluster_id_max, "cluster ID")
 
 
 def affiliate_id(value: str, limits: Limits) -> str:
-    """The affiliate id if it is 1..max bytes of UTF-8; raises InvalidArgument."""
-    if not value:
-        raise InvalidArgument("affiliate ID can't be empty")
-    if len(value.encode()) > limits.affiliate_id_max:
-        raise InvalidArgument("affiliate ID is too long")
-    return value
+    """The affiliate id if it is 1..max bytes of printable UTF-8; raises InvalidArgument."""
+    return _identifier(value, limits.affiliate_id_max, "affiliate ID")
 
 
 def affiliate_data(value: bytes | None, limits: Limits) -> bytes | None:

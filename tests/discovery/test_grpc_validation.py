@@ -24,6 +24,8 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 TTL = timedelta(minutes=5)
 SERVICE = "/sidero.discovery.server.Cluster/"
+CLUSTER_UNPRINTABLE = "cluster ID contains control or non-printable characters"
+AFFILIATE_UNPRINTABLE = "affiliate ID contains control or non-printable characters"
 
 
 def upd(
@@ -64,6 +66,21 @@ CASES: dict[str, Case] = {
     ),
     "update: empty cluster and affiliate": Case(
         "AffiliateUpdate", upd(cluster="", affiliate=""), INVALID, "cluster ID can't be empty"
+    ),
+    "hello: NUL in the cluster": Case(
+        "Hello", pb.HelloRequest(cluster_id="c\x00"), INVALID, CLUSTER_UNPRINTABLE
+    ),
+    "update: NUL in the cluster": Case(
+        "AffiliateUpdate", upd(cluster="c\x00x"), INVALID, CLUSTER_UNPRINTABLE
+    ),
+    "update: control character in the affiliate": Case(
+        "AffiliateUpdate", upd(affiliate="a\x1b[31m"), INVALID, AFFILIATE_UNPRINTABLE
+    ),
+    "delete: NUL in the affiliate": Case(
+        "AffiliateDelete",
+        pb.AffiliateDeleteRequest(cluster_id="c", affiliate_id="\x00"),
+        INVALID,
+        AFFILIATE_UNPRINTABLE,
     ),
     "update: empty affiliate": Case(
         "AffiliateUpdate", upd(affiliate=""), INVALID, "affiliate ID can't be empty"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import zlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,10 +19,19 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 AT = EPOCH + timedelta(microseconds=1_700_000_000_123_456)
 
 
+def _v1(blob: bytes) -> bytes:
+    """The same snapshot as written before the checksum existed."""
+    return b"KSNAP1" + blob[len(MAGIC) : -4]
+
+
+def _crc(body: bytes) -> bytes:
+    return struct.pack("<I", zlib.crc32(body))
+
+
 def test_layout_is_exact() -> None:
     view = ClusterView("c", {"a": Affiliate("a", b"xy", (Endpoint(b"e", AT),), AT)}, 7)
     micros = struct.pack("<q", 1_700_000_000_123_456)
-    assert encode_snapshot([view]) == (
+    body = (
         MAGIC
         + b"\x01\x00\x00\x00c"  # cluster id
         + struct.pack("<QI", 7, 1)  # revision, affiliate count
@@ -32,11 +42,13 @@ def test_layout_is_exact() -> None:
         + b"\x01\x00e"
         + micros  # endpoint blob and expiry
     )
+    assert encode_snapshot([view]) == body + _crc(body)
 
 
 def test_empty_snapshot_is_only_the_magic() -> None:
-    assert encode_snapshot([]) == MAGIC
-    assert decode_snapshot(MAGIC) == {}
+    assert encode_snapshot([]) == MAGIC + _crc(MAGIC)
+    assert decode_snapshot(MAGIC + _crc(MAGIC)) == {}
+    assert decode_snapshot(b"KSNAP1") == {}
 
 
 def test_order_of_clusters_and_affiliates_survives() -> None:
@@ -56,18 +68,35 @@ def test_round_trip(views: list[ClusterView]) -> None:
 
 def test_every_truncation_is_detected() -> None:
     view = ClusterView("c", {"a": Affiliate("a", b"data", (Endpoint(b"ep", AT),), AT)}, 3)
+    for blob in (encode_snapshot([view]), _v1(encode_snapshot([view]))):
+        for cut in range(len(MAGIC), len(blob)):
+            if cut == len(MAGIC) and blob.startswith(b"KSNAP1"):
+                assert decode_snapshot(blob[:cut]) == {}
+                continue
+            with pytest.raises(CodecError):
+                decode_snapshot(blob[:cut])
+
+
+def test_every_flipped_bit_is_detected() -> None:
+    view = ClusterView("c", {"a": Affiliate("a", b"data", (Endpoint(b"ep", AT),), AT)}, 3)
     blob = encode_snapshot([view])
-    for cut in range(len(MAGIC), len(blob)):
-        if cut == len(MAGIC):
-            assert decode_snapshot(blob[:cut]) == {}
-            continue
-        with pytest.raises(CodecError):
-            decode_snapshot(blob[:cut])
+    for i in range(len(blob)):
+        for bit in range(8):
+            damaged = bytearray(blob)
+            damaged[i] ^= 1 << bit
+            with pytest.raises(CodecError):
+                decode_snapshot(bytes(damaged))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(cluster_views(), max_size=3, unique_by=lambda v: v.id))
+def test_snapshots_written_before_the_checksum_still_load(views: list[ClusterView]) -> None:
+    assert decode_snapshot(_v1(encode_snapshot(views))) == {v.id: v for v in views}
 
 
 def test_time_out_of_range_is_rejected() -> None:
     view = ClusterView("c", {"a": Affiliate("a", b"", (), AT)}, 1)
-    blob = encode_snapshot([view]).replace(
+    blob = _v1(encode_snapshot([view])).replace(
         struct.pack("<q", 1_700_000_000_123_456), struct.pack("<q", 2**62)
     )
     with pytest.raises(CodecError):
@@ -76,8 +105,15 @@ def test_time_out_of_range_is_rejected() -> None:
 
 @pytest.mark.parametrize(
     "blob",
-    [b"", b"KSNAP0", b"{}", MAGIC + b"\x05\x00\x00\x00\xff\xfe\xfd\xfc\xfb" + bytes(12)],
-    ids=["empty", "old-magic", "json", "bad-utf8-id"],
+    [
+        b"",
+        b"KSNAP0",
+        b"{}",
+        b"KSNAP1" + b"\x05\x00\x00\x00\xff\xfe\xfd\xfc\xfb" + bytes(12),
+        MAGIC + b"\x05\x00\x00\x00\xff\xfe\xfd\xfc\xfb" + bytes(12),
+        MAGIC + b"\x01\x02",
+    ],
+    ids=["empty", "unknown-magic", "json", "bad-utf8-id", "bad-checksum", "truncated"],
 )
 def test_damaged_blobs_are_rejected(blob: bytes) -> None:
     with pytest.raises(CodecError):

@@ -12,7 +12,7 @@ import pytest
 
 from storage import Storage, open_storage
 from storage.base import NewEvent
-from storage.errors import Conflict, StorageUnavailable
+from storage.errors import Conflict, Rejected, StorageUnavailable
 from storage.postgres import PostgresEventLog
 from storage.postgres_leadership import AdvisoryLockLeadership
 from tests.storage.contract import EventLogContract, Opener
@@ -243,3 +243,19 @@ async def test_server_restart(postgres_server: PostgresServer) -> None:
         await leader.release()
         await a.aclose()
         await b.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_refused_append_fails_alone(open_pg: OpenLog) -> None:
+    # PostgreSQL text cannot hold NUL: the database refuses that append. Sent in the same
+    # group as good appends, it must fail alone, and the log must stay available.
+    log = await open_pg()
+    good = [log.append(f"good-{i}", _events(b"%d" % i)) for i in range(20)]
+    bad = log.append("bad\x00stream", _events(b"x"))
+    results = await asyncio.gather(*good[:10], bad, *good[10:], return_exceptions=True)
+    refused = results.pop(10)
+    assert isinstance(refused, Rejected), refused
+    assert all(isinstance(r, int) for r in results), results
+    revisions = [e.revision for e in await log.read(0, 100)]
+    assert revisions == list(range(1, 21))
+    assert await log.append("after", _events(b"y")) == 21

@@ -1,0 +1,56 @@
+"""Ids that no storage can hold or no log should print are refused at the edge, over HTTP as
+over gRPC (the gRPC cases are in test_grpc_validation.py), with a 400 and nothing stored."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from discovery.http.app import create_app
+from discovery.settings import Settings
+from storage.memory import MemoryEventLog
+from tests.support.live import in_process
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(rate_limit=0)
+    async with in_process(settings, event_log=MemoryEventLog()) as runtime:
+        app = create_app(runtime.core, settings, runtime.metrics)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            yield http
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/clusters/c%00/affiliates/a",
+        "/v1/clusters/c/affiliates/a%00b",
+        "/v1/clusters/c%1B/affiliates/a",
+        "/v1/clusters/c%E2%80%A8/affiliates/a",  # U+2028, a line separator
+    ],
+)
+async def test_control_characters_in_path_ids(client: httpx.AsyncClient, path: str) -> None:
+    put = await client.put(path, json={"data": "ZA==", "ttl": 60})
+    assert put.status_code == 400
+    assert "non-printable characters" in put.json()["error"]["message"]
+    assert (await client.delete(path)).status_code == 400
+    listing = await client.get("/v1/clusters/c/affiliates")
+    assert listing.json()["affiliates"] == []
+
+
+@pytest.mark.parametrize("cluster_id", ["c\u0000", "\ud800", "c\u007f"])
+async def test_hello_with_an_unusable_cluster_id(
+    client: httpx.AsyncClient, cluster_id: str
+) -> None:
+    # json.dumps writes a lone surrogate as the escape "\ud800", which JSON allows.
+    body = json.dumps({"cluster_id": cluster_id})
+    r = await client.post("/v1/hello", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "invalid_argument"
