@@ -22,13 +22,8 @@ from kubespan.addressing import AddressingError
 from kubespan.agent import SOCKET_NAME, Agent, build_agent
 from kubespan.config import Config, ConfigError, gen_config, load_config
 from kubespan.identity import IdentityError
-from kubespan.status import (
-    AgentUnavailable,
-    StatusError,
-    format_members,
-    format_status,
-    request,
-)
+from kubespan.status import format_members, format_status
+from kubespan.status_api import AgentUnavailable, StatusError, request
 from kubespan.wg import SubprocessRunner, WgError
 from membership.secrets import new_cluster_id, new_cluster_secret
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from ipaddress import ip_address
+from ipaddress import IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
-from typing import Any
 
 from discovery.client import (
     ClientError,
@@ -20,8 +18,14 @@ from discovery.client import (
     Updated,
     WatchEvent,
 )
+from kubespan import nft
+from kubespan.addressing import AddressInfo, LinkInfo
+from kubespan.device import HostAddresses
 from kubespan.identity import public_key_of
+from kubespan.plan import CreateLink, Op, RemovePeer, SetDevice
 from kubespan.wg import WgError
+from kubespan.wgdump import DeviceState, PeerState, parse_endpoint
+from membership.record import IPNetwork
 
 
 class FakeClock:
@@ -38,7 +42,7 @@ class FakeClock:
         return self.now
 
 
-# -- kubespan: the system seam (kubespan/wg.py) ------------------------------------------
+# -- kubespan: the system seams (kubespan/wg.py, kubespan/device.py) ---------------------
 
 RunHandler = Callable[[list[str], bytes | None], bytes]
 
@@ -80,12 +84,10 @@ class FakeRunner:
         return [c for c in self.calls if tuple(c[: len(prefix)]) == prefix]
 
 
-def _wg_error(argv: Sequence[str], rc: int, message: str) -> WgError:
-    return WgError(list(argv[0:2]), rc, message)
-
-
 @dataclass
 class FakePeer:
+    """A peer as WireGuard holds it; tests play the remote side through handshake and rx."""
+
     public_key: str
     preshared_key: str | None = None
     endpoint: str | None = None
@@ -97,174 +99,128 @@ class FakePeer:
 
 
 @dataclass
-class FakeHost:
-    """A pretend machine behind a FakeRunner: NICs for `ip addr`, one WireGuard link that
-    `wg set` edits and `wg show dump` reports, policy rules and the last nft script."""
+class FakeDevice:
+    """A MeshDevice (kubespan/device.py) that keeps the host, the link and its peers as data.
 
+    It applies plan ops field by field and never builds or parses an argv: that is the real
+    Device's job, tested in tests/kubespan/test_device.py. The routed set is rendered with
+    the real nft renderer and rewritten only when it changes, as the real Device does.
+    """
+
+    interface: str = "kstest0"
     mac: str = "02:00:00:00:00:01"
     addresses: list[tuple[str, str, int]] = field(
         default_factory=lambda: [("eth0", "10.99.0.11", 24)]
     )
     kernel_wireguard: bool = False
+    mtu: int = 1420
     link: str | None = None
     link_kind: str | None = None
+    backend: str | None = None
+    answers: bool = True
+    """False: the link exists but WireGuard does not answer (wireguard-go killed)."""
     private_key: str | None = None
     listen_port: int = 0
     fwmark: int = 0
     peers: dict[str, FakePeer] = field(default_factory=dict)
-    rules: dict[str, int] = field(default_factory=lambda: {"-4": 0, "-6": 0})
+    address: str | None = None
+    policy_routing: bool = False
     nft: str | None = None
+    nft_writes: int = 0
+    creates: int = 0
+    applied: list[Op] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    """The seam's methods in call order."""
 
-    def install(self, runner: FakeRunner) -> FakeRunner:
-        runner.on("ip", "-j", "-d", "addr", "show", output=self._ip_addr)
-        runner.on("ip", "-j", "-d", "link", "show", output=self._ip_link)
-        runner.on("ip", "link", "add", output=self._link_add)
-        runner.on("ip", "link", "del", output=self._link_del)
-        runner.on("wireguard-go", output=self._wireguard_go)
-        for family in ("-4", "-6"):
-            runner.on("ip", "-j", family, "rule", "show", output=self._rule_show)
-            runner.on("ip", family, "rule", output=self._rule_change)
-        runner.on("wg", "show", output=self._wg_show)
-        runner.on("wg", "set", output=self._wg_set)
-        runner.on("nft", "-f", "-", output=self._nft)
-        return runner
+    async def read_host(self) -> HostAddresses:
+        self.calls.append("read_host")
+        links = {"lo": LinkInfo(name="lo", link_type="loopback", mac="00:00:00:00:00:00")}
+        for name, _, _ in self.addresses:
+            links.setdefault(name, LinkInfo(name=name, link_type="ether", mac=self.mac))
+        infos = tuple(AddressInfo(name, ip_address(ip), n) for name, ip, n in self.addresses)
+        return HostAddresses(tuple(links.values()), infos)
 
-    def _ip_addr(self, argv: list[str], stdin: bytes | None) -> bytes:
-        links: dict[str, dict[str, Any]] = {
-            "lo": {
-                "ifname": "lo",
-                "flags": ["LOOPBACK", "UP"],
-                "link_type": "loopback",
-                "address": "00:00:00:00:00:00",
-                "addr_info": [],
-            },
-        }
-        for name, ip, prefixlen in self.addresses:
-            link = links.setdefault(
-                name,
-                {
-                    "ifname": name,
-                    "flags": ["BROADCAST", "UP"],
-                    "link_type": "ether",
-                    "address": self.mac,
-                    "addr_info": [],
-                },
-            )
-            link["addr_info"].append(
-                {
-                    "family": "inet6" if ":" in ip else "inet",
-                    "local": ip,
-                    "prefixlen": prefixlen,
-                    "scope": "global",
-                }
-            )
-        return json.dumps(list(links.values())).encode()
-
-    def _ip_link(self, argv: list[str], stdin: bytes | None) -> bytes:
-        if self.link is None or argv[-1] != self.link:
-            raise _wg_error(argv, 1, f'Device "{argv[-1]}" does not exist.')
-        info = {"ifname": self.link, "link_type": "none", "linkinfo": {"info_kind": self.link_kind}}
-        return json.dumps([info]).encode()
-
-    def _create(self, name: str, kind: str) -> None:
-        self.link, self.link_kind = name, kind
+    def _create(self) -> None:
+        kind = "wireguard" if self.kernel_wireguard else "tun"
+        self.link, self.link_kind, self.creates = self.interface, kind, self.creates + 1
+        self.backend = "kernel" if self.kernel_wireguard else "wireguard-go"
         self.private_key, self.listen_port, self.fwmark, self.peers = None, 0, 0, {}
+        self.answers = True
 
-    def _link_add(self, argv: list[str], stdin: bytes | None) -> bytes:
-        if not self.kernel_wireguard:
-            raise _wg_error(argv, 2, "Error: Unknown device type.")
-        self._create(argv[argv.index("dev") + 1], "wireguard")
-        return b""
-
-    def _wireguard_go(self, argv: list[str], stdin: bytes | None) -> bytes:
-        self._create(argv[-1], "tun")
-        return b""
-
-    def _link_del(self, argv: list[str], stdin: bytes | None) -> bytes:
-        if self.link is None:
-            raise _wg_error(argv, 1, "Cannot find device")
-        self.link = self.link_kind = None
-        self.peers = {}
-        return b""
-
-    def _rule_show(self, argv: list[str], stdin: bytes | None) -> bytes:
-        rule = {"priority": 32500, "src": "all", "fwmark": "0x40", "fwmask": "0x60", "table": "180"}
-        return json.dumps([rule] * self.rules[argv[2]]).encode()
-
-    def _rule_change(self, argv: list[str], stdin: bytes | None) -> bytes:
-        family, action = argv[1], argv[3]
-        if action == "add":
-            self.rules[family] += 1
-        elif self.rules[family] == 0:
-            raise _wg_error(argv, 2, "RTNETLINK answers: No such file or directory")
+    async def bring_up(self, address: IPv6Address, mesh_prefix: IPv6Network, psk: str) -> None:
+        self.calls.append("bring_up")
+        if self.link is None or not self.answers:
+            self._create()
         else:
-            self.rules[family] -= 1
-        return b""
+            self.backend = "kernel" if self.link_kind == "wireguard" else "wireguard-go"
+        self.address = f"{address}/{mesh_prefix.prefixlen}"
+        self.policy_routing = True
 
-    def dump(self) -> str:
-        def key(value: str | None) -> str:
-            return value or "(none)"
-
-        public = public_key_of(self.private_key) if self.private_key else None
-        fwmark = f"{self.fwmark:#x}" if self.fwmark else "off"
-        lines = [f"{key(self.private_key)}\t{key(public)}\t{self.listen_port}\t{fwmark}"]
-        for p in self.peers.values():
-            lines.append(
-                "\t".join(
-                    [
-                        p.public_key,
-                        key(p.preshared_key),
-                        key(p.endpoint),
-                        ",".join(p.allowed_ips) or "(none)",
-                        str(p.handshake),
-                        str(p.rx),
-                        str(p.tx),
-                        str(p.keepalive) if p.keepalive else "off",
-                    ]
-                )
+    async def read(self) -> DeviceState | None:
+        self.calls.append("read")
+        if self.link is None or not self.answers:
+            return None
+        peers = tuple(
+            PeerState(
+                public_key=p.public_key,
+                preshared_key=p.preshared_key,
+                endpoint=parse_endpoint(p.endpoint) if p.endpoint else None,
+                allowed_ips=tuple(ip_network(a) for a in p.allowed_ips),
+                latest_handshake=datetime.fromtimestamp(p.handshake, UTC) if p.handshake else None,
+                rx=p.rx,
+                tx=p.tx,
+                persistent_keepalive=p.keepalive,
             )
-        return "\n".join(lines) + "\n"
+            for p in self.peers.values()
+        )
+        public = public_key_of(self.private_key) if self.private_key else None
+        return DeviceState(
+            private_key=self.private_key,
+            public_key=public,
+            listen_port=self.listen_port,
+            fwmark=self.fwmark,
+            peers=peers,
+        )
 
-    def _wg_show(self, argv: list[str], stdin: bytes | None) -> bytes:
-        if self.link is None or argv[2] != self.link:
-            raise _wg_error(argv, 1, "Unable to access interface: No such device")
-        return self.dump().encode()
+    async def apply(self, ops: Sequence[Op]) -> None:
+        self.calls.append("apply")
+        for op in ops:
+            self.applied.append(op)
+            if isinstance(op, CreateLink):
+                self._create()
+            elif self.link is None or not self.answers:
+                raise WgError(["wg", "set"], 1, "Unable to modify interface: No such device")
+            elif isinstance(op, SetDevice):
+                if op.private_key_file is not None:
+                    # The op names the key file, as for the real device; the fake reads it too.
+                    self.private_key = Path(op.private_key_file).read_text().strip()
+                self.listen_port = self.listen_port if op.listen_port is None else op.listen_port
+                self.fwmark = self.fwmark if op.fwmark is None else op.fwmark
+            elif isinstance(op, RemovePeer):
+                self.peers.pop(op.public_key, None)
+            else:
+                peer = self.peers.setdefault(op.public_key, FakePeer(op.public_key))
+                peer.preshared_key = op.preshared_key
+                if op.endpoint is not None:
+                    peer.endpoint = str(op.endpoint)
+                peer.keepalive = op.persistent_keepalive
+                peer.allowed_ips = tuple(str(n) for n in op.allowed_ips)
 
-    def _wg_set(self, argv: list[str], stdin: bytes | None) -> bytes:
-        if self.link is None or argv[2] != self.link:
-            raise _wg_error(argv, 1, "Unable to modify interface: No such device")
-        args = argv[3:]
-        while args and args[0] != "peer":
-            option, value, args = args[0], args[1], args[2:]
-            if option == "private-key":
-                self.private_key = Path(value).read_text().strip()
-            elif option == "listen-port":
-                self.listen_port = int(value)
-            elif option == "fwmark":
-                self.fwmark = 0 if value == "off" else int(value, 0)
-        if not args:
-            return b""
-        public_key, args = args[1], args[2:]
-        if args == ["remove"]:
-            self.peers.pop(public_key, None)
-            return b""
-        peer = self.peers.setdefault(public_key, FakePeer(public_key))
-        while args:
-            option, value, args = args[0], args[1], args[2:]
-            if option == "preshared-key":
-                text = Path(value).read_text().strip()
-                peer.preshared_key = text or None
-            elif option == "endpoint":
-                peer.endpoint = value
-            elif option == "persistent-keepalive":
-                peer.keepalive = 0 if value == "off" else int(value)
-            elif option == "allowed-ips":
-                peer.allowed_ips = tuple(v for v in value.split(",") if v)
-        return b""
+    async def set_routed(self, networks: Iterable[IPNetwork], mesh_prefix: IPv6Network) -> bool:
+        self.calls.append("set_routed")
+        ruleset = nft.render_ruleset(networks, mtu=self.mtu, mesh_prefix=mesh_prefix)
+        if ruleset == self.nft:
+            return False
+        self.nft, self.nft_writes = ruleset, self.nft_writes + 1
+        return True
 
-    def _nft(self, argv: list[str], stdin: bytes | None) -> bytes:
-        self.nft = (stdin or b"").decode()
-        return b""
+    async def teardown(self) -> list[str]:
+        self.calls.append("teardown")
+        self.link = self.link_kind = self.address = None
+        self.peers = {}
+        self.policy_routing = False
+        self.nft = nft.delete_ruleset()
+        return []
 
 
 # -- kubespan: discovery (discovery/client.py) -------------------------------------------
