@@ -14,21 +14,16 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from discovery.logs import JSONFormatter
 from kubespan.addressing import AddressingError
 from kubespan.agent import SOCKET_NAME, Agent, build_agent
 from kubespan.config import Config, ConfigError, gen_config, load_config
 from kubespan.identity import IdentityError
-from kubespan.status import (
-    AgentUnavailable,
-    StatusError,
-    format_members,
-    format_status,
-    request,
-)
+from kubespan.status import format_members, format_status
+from kubespan.status_api import AgentUnavailable, StatusError, request
 from kubespan.wg import SubprocessRunner, WgError
 from membership.secrets import new_cluster_id, new_cluster_secret
 
@@ -58,23 +53,10 @@ def _load(path: Path) -> Config:
         raise _Exit(f"config {path}: {message}", 2) from None
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
 def _configure_logging(fmt: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
+        handler.setFormatter(JSONFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

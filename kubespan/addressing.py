@@ -1,4 +1,5 @@
-"""KubeSpan mesh addressing: the cluster's ULA /64 and each node's EUI-64 address in it.
+"""KubeSpan mesh addressing: the cluster's ULA /64, each node's EUI-64 address in it, and
+the host's own links and addresses as `ip -j` reports them.
 
 Byte-for-byte Talos (reference/talos-kubespan.md 2.2), so our nodes and Talos nodes agree
 on every KubeSpan address of a mixed cluster.
@@ -8,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv6Address, IPv6Network
+from ipaddress import IPv6Address, IPv6Network, ip_address
+
+from membership.record import IPAddress
 
 ULA_KUBESPAN = 0x02
 """Talos' ULA purpose byte for KubeSpan (0x01 bootstrap, 0x03 SideroLink, 0x04 virtual)."""
@@ -121,3 +124,60 @@ def first_mac(links: Sequence[LinkInfo]) -> str:
     if chosen is None or chosen.mac is None:
         raise AddressingError("no network link with a MAC address to derive the KubeSpan address")
     return chosen.mac.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class AddressInfo:
+    """What `ip -j -d addr show` says about one address."""
+
+    link: str
+    address: IPAddress
+    prefixlen: int
+
+
+def parse_ip_addr_json(text: str) -> list[AddressInfo]:
+    """Global-scope addresses on up, non-loopback links, in kernel order; ValueError if malformed.
+
+    Kernel order matters: it is the order addresses were added, which is the order endpoints
+    are published and tried (reference 1.3).
+    """
+    try:
+        links = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"ip -j addr: invalid JSON: {exc}") from None
+    if not isinstance(links, list):
+        raise ValueError("ip -j addr: expected a JSON array")
+    out: list[AddressInfo] = []
+    for link in links:
+        if not isinstance(link, dict):
+            raise ValueError(f"ip -j addr: bad entry {link!r}")
+        flags = link.get("flags") or []
+        if "UP" not in flags or "LOOPBACK" in flags:
+            continue
+        for info in link.get("addr_info") or []:
+            if not isinstance(info, dict) or info.get("scope") != "global":
+                continue
+            if info.get("tentative") or info.get("dadfailed"):
+                continue
+            try:
+                addr = ip_address(str(info.get("local")))
+            except ValueError:
+                continue
+            out.append(AddressInfo(str(link.get("ifname")), addr, int(info.get("prefixlen", 0))))
+    return out
+
+
+def node_addresses(
+    infos: Iterable[AddressInfo], *, exclude_links: Collection[str], mesh_prefix: IPv6Network
+) -> list[IPAddress]:
+    """The node's own routed IPs: what it publishes as addresses and endpoint candidates."""
+    out: list[IPAddress] = []
+    for info in infos:
+        if info.link in exclude_links or info.address in out:
+            continue
+        if isinstance(info.address, IPv6Address) and info.address in mesh_prefix:
+            continue
+        if info.address.is_link_local or info.address.is_loopback:
+            continue
+        out.append(info.address)
+    return out

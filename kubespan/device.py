@@ -1,5 +1,7 @@
 """The mesh link on this machine: bring-up, applying planned ops, force routing, teardown.
 
+`MeshDevice` is what the agent's loop needs; `Device` implements it with `ip`/`wg`/`nft`.
+
 Every step is idempotent so that a restarted agent (or one whose previous run was killed)
 converges on the same state instead of failing on "File exists": links and addresses are
 checked or `replace`d, policy rules are looked up before they are added, and the nft table
@@ -11,16 +13,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv6Address, IPv6Network, ip_address
+from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
+from typing import Protocol
 
 from kubespan import nft
+from kubespan.addressing import AddressInfo, LinkInfo, parse_ip_addr_json, parse_ip_link_json
 from kubespan.plan import CreateLink, Op, wg_set_argv
 from kubespan.wg import Runner, WgError
 from kubespan.wgdump import DeviceState, parse_wg_dump
-from membership.record import IPAddress, IPNetwork
+from membership.record import IPNetwork
 
 log = logging.getLogger(__name__)
 
@@ -31,60 +35,47 @@ WIREGUARD_GO_SOCKETS = Path("/var/run/wireguard")
 
 
 @dataclass(frozen=True, slots=True)
-class AddressInfo:
-    """What `ip -j -d addr show` says about one address."""
+class HostAddresses:
+    """The host's links and addresses, from one `ip -j -d addr show`."""
 
-    link: str
-    address: IPAddress
-    prefixlen: int
+    links: tuple[LinkInfo, ...]
+    addresses: tuple[AddressInfo, ...]
 
 
-def parse_ip_addr_json(text: str) -> list[AddressInfo]:
-    """Global-scope addresses on up, non-loopback links, in kernel order; ValueError if malformed.
+class MeshDevice(Protocol):
+    """The seam between the agent's loop and the system: the link, its peers, routing.
 
-    Kernel order matters: it is the order addresses were added, which is the order endpoints
-    are published and tried (reference 1.3).
+    `Device` drives `ip`, `wg` and `nft` through a Runner; tests use tests/fakes.py's
+    FakeDevice, which keeps the same state as data.
     """
-    try:
-        links = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"ip -j addr: invalid JSON: {exc}") from None
-    if not isinstance(links, list):
-        raise ValueError("ip -j addr: expected a JSON array")
-    out: list[AddressInfo] = []
-    for link in links:
-        if not isinstance(link, dict):
-            raise ValueError(f"ip -j addr: bad entry {link!r}")
-        flags = link.get("flags") or []
-        if "UP" not in flags or "LOOPBACK" in flags:
-            continue
-        for info in link.get("addr_info") or []:
-            if not isinstance(info, dict) or info.get("scope") != "global":
-                continue
-            if info.get("tentative") or info.get("dadfailed"):
-                continue
-            try:
-                addr = ip_address(str(info.get("local")))
-            except ValueError:
-                continue
-            out.append(AddressInfo(str(link.get("ifname")), addr, int(info.get("prefixlen", 0))))
-    return out
 
+    interface: str
+    backend: str | None
+    """`kernel` or `wireguard-go` once the link is up; None before."""
 
-def node_addresses(
-    infos: Iterable[AddressInfo], *, exclude_links: Collection[str], mesh_prefix: IPv6Network
-) -> list[IPAddress]:
-    """The node's own routed IPs: what it publishes as addresses and endpoint candidates."""
-    out: list[IPAddress] = []
-    for info in infos:
-        if info.link in exclude_links or info.address in out:
-            continue
-        if isinstance(info.address, IPv6Address) and info.address in mesh_prefix:
-            continue
-        if info.address.is_link_local or info.address.is_loopback:
-            continue
-        out.append(info.address)
-    return out
+    async def read_host(self) -> HostAddresses:
+        """The host's links and addresses; raises WgError, or ValueError if unreadable."""
+        ...
+
+    async def bring_up(self, address: IPv6Address, mesh_prefix: IPv6Network, psk: str) -> None:
+        """Create or adopt the link, set PSK, MTU, address, up, policy routing; idempotent."""
+        ...
+
+    async def read(self) -> DeviceState | None:
+        """The device and its peers as WireGuard reports them; None if it does not answer."""
+        ...
+
+    async def apply(self, ops: Sequence[Op]) -> None:
+        """Apply planned ops in order; raises WgError at the first that fails."""
+        ...
+
+    async def set_routed(self, networks: Iterable[IPNetwork], mesh_prefix: IPv6Network) -> bool:
+        """Route `networks` through the mesh (force routing); True if that changed anything."""
+        ...
+
+    async def teardown(self) -> list[str]:
+        """Remove link, rules, nft table and PSK file; best effort, returns what failed."""
+        ...
 
 
 async def apply(
@@ -159,7 +150,12 @@ class Device:
         log.info("created %s with %s", self.interface, self.backend)
         return self.backend
 
-    async def dump(self) -> DeviceState | None:
+    async def read_host(self) -> HostAddresses:
+        """Links and addresses from `ip -j -d addr show`; raises WgError or ValueError."""
+        out = (await self._runner.run(["ip", "-j", "-d", "addr", "show"])).decode()
+        return HostAddresses(tuple(parse_ip_link_json(out)), tuple(parse_ip_addr_json(out)))
+
+    async def read(self) -> DeviceState | None:
         """The device as `wg show <if> dump` reports it; None when it does not answer."""
         try:
             out = await self._runner.run(["wg", "show", self.interface, "dump"])
@@ -172,7 +168,7 @@ class Device:
         kind = await self.link_kind()
         if kind is not None and kind not in ("wireguard", "tun"):
             raise WgError(["ip", "link"], 1, f"{self.interface} exists and is a {kind} link")
-        if kind is not None and await self.dump() is None:
+        if kind is not None and await self.read() is None:
             # A TUN left behind by a wireguard-go that died: nothing serves it any more.
             log.warning("%s exists but WireGuard does not answer: recreating it", self.interface)
             await self._delete_link()

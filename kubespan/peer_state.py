@@ -1,4 +1,7 @@
-"""Peer health and endpoint rotation, exactly as Talos' KubeSpan (reference 3.4, 3.5).
+"""Peer health and endpoint rotation: Talos' KubeSpan (reference 3.4, 3.5), plus rx liveness.
+
+One pure state machine per peer, a PeerTrack: observe() folds each read of the device
+(handshake, rx growth) into it, advance() runs on the reconcile tick and rotates endpoints.
 
 A timeline for one peer with candidates [A, B] and defaults (15 s / 275 s):
 
@@ -20,6 +23,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from kubespan.config_defaults import DEFAULT_ENDPOINT_TIMEOUT, DEFAULT_PEER_DOWN
+from kubespan.wgdump import PeerState
 from membership.record import EndpointAddr
 
 
@@ -33,8 +38,8 @@ class ConnectionState(StrEnum):
 class Durations:
     """Talos' EndpointConnectionTimeout and PeerDownInterval (180 + 5 + 90 s)."""
 
-    endpoint_timeout: timedelta = timedelta(seconds=15)
-    peer_down: timedelta = timedelta(seconds=275)
+    endpoint_timeout: timedelta = DEFAULT_ENDPOINT_TIMEOUT
+    peer_down: timedelta = DEFAULT_PEER_DOWN
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,14 +58,33 @@ class PeerStatus:
     state: ConnectionState = ConnectionState.UNKNOWN
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerTrack:
+    """One peer between device reads: Talos' status, our rx liveness and the state shown."""
+
+    status: PeerStatus = PeerStatus()
+    shown: ConnectionState = ConnectionState.UNKNOWN
+    """The state to report: status.state, except that `down` survives a rotation."""
+    handshake: datetime | None = None
+    """WireGuard's own latest handshake; status.last_handshake also counts rx growth."""
+    rx_seen: int | None = None
+    """The rx counter at the last read; None until the first read."""
+    rx_grew_at: datetime | None = None
+    """When the rx counter last grew."""
+
+
 @dataclass(frozen=True, slots=True)
 class PeerStep:
-    """One reconcile pass for one peer: the new status and what to hand WireGuard."""
+    """One reconcile pass for one peer: the new track and what to hand WireGuard."""
 
-    status: PeerStatus
+    track: PeerTrack
     wg_endpoint: EndpointAddr | None
     """Endpoint to configure; None means "leave WireGuard's endpoint as it is"."""
     endpoint_changed: bool
+
+    @property
+    def status(self) -> PeerStatus:
+        return self.track.status
 
 
 def _handshake_after_change(status: PeerStatus) -> bool:
@@ -95,18 +119,6 @@ def calculate_state(
         # We never configured an endpoint, so "down" would be a verdict on nothing.
         state = ConnectionState.UNKNOWN
     return state
-
-
-def update_from_wireguard(
-    status: PeerStatus,
-    *,
-    endpoint: EndpointAddr | None,
-    last_handshake: datetime | None,
-    rx: int,
-    tx: int,
-) -> PeerStatus:
-    """Copy what the device reports (Talos UpdateFromWireguard)."""
-    return replace(status, endpoint=endpoint, last_handshake=last_handshake, rx=rx, tx=tx)
 
 
 def should_change_endpoint(status: PeerStatus) -> bool:
@@ -160,22 +172,88 @@ def wireguard_endpoint(status: PeerStatus) -> EndpointAddr | None:
     return None
 
 
+def _shown(
+    previous: ConnectionState, state: ConnectionState, *, rotated_away: bool
+) -> ConnectionState:
+    # advance() marks a peer `unknown` the moment it rotates a down peer to its next
+    # candidate (Talos UpdateEndpoint), so a dead peer with several candidates would cycle
+    # unknown -> rotate -> unknown and never be reported down. Once judged down, a peer is
+    # shown down until it comes up; `unknown` stays for peers never judged yet.
+    if state is not ConnectionState.UNKNOWN:
+        return state
+    if rotated_away or previous is ConnectionState.DOWN:
+        return ConnectionState.DOWN
+    return ConnectionState.UNKNOWN
+
+
+def observe(
+    track: PeerTrack, sample: PeerState | None, now: datetime, durations: Durations = Durations()
+) -> PeerTrack:
+    """Fold one read of the device into the track (Talos UpdateFromWireguard, plus rx).
+
+    `sample` is the peer as WireGuard reports it, None when it is not on the device. Pure
+    and safe on every device read, however often: more reads only date rx growth more
+    precisely. It never rotates endpoints: that is advance()'s job, on the reconcile tick.
+    """
+    status = track.status
+    if track.rx_seen is None and sample is not None and sample.endpoint is not None:
+        # A peer configured by an earlier run of the agent: adopt its endpoint rather than
+        # restart the rotation at [0], which would break a working tunnel.
+        status = replace(status, last_used_endpoint=sample.endpoint)
+    if sample is None:
+        # We are about to add it: whatever it receives from now on is news (wg's handshake
+        # time has 1 s resolution and may not prove a handshake after our endpoint change;
+        # rx growth does).
+        status = replace(status, endpoint=None, last_handshake=None, rx=0, tx=0)
+        rx_seen, grew_at = 0, None
+    else:
+        # WireGuard only counts authenticated packets, so rx growth proves the peer alive
+        # as well as a handshake does. Handshakes alone come every 2 minutes at best, which
+        # is why Talos needs 275 s to call a peer down; with rx, a persistent keepalive
+        # shorter than `peer_down` is enough. The first read is only a baseline: a counter
+        # from before we looked says nothing about now.
+        grew_at = track.rx_grew_at
+        if track.rx_seen is not None and sample.rx > track.rx_seen:
+            grew_at = now
+        rx_seen = sample.rx
+        times = [t for t in (sample.latest_handshake, grew_at) if t is not None]
+        status = replace(
+            status,
+            endpoint=sample.endpoint,
+            last_handshake=max(times) if times else None,
+            rx=sample.rx,
+            tx=sample.tx,
+        )
+    status = replace(status, state=calculate_state(status, now, durations))
+    return PeerTrack(
+        status=status,
+        shown=_shown(track.shown, status.state, rotated_away=False),
+        handshake=sample.latest_handshake if sample is not None else None,
+        rx_seen=rx_seen,
+        rx_grew_at=grew_at,
+    )
+
+
 def advance(
-    status: PeerStatus,
+    track: PeerTrack,
     endpoints: Sequence[EndpointAddr],
     now: datetime,
     durations: Durations = Durations(),
 ) -> PeerStep:
     """One manager pass for one peer: compute state, rotate if needed, re-establish.
 
-    Call after update_from_wireguard. `endpoints` are the peer's candidates in published
-    order.
+    Call after observe(), on the reconcile tick. `endpoints` are the peer's candidates in
+    published order.
     """
-    status = replace(status, state=calculate_state(status, now, durations))
+    before = track.status
+    status = replace(before, state=calculate_state(before, now, durations))
     changed = False
     if should_change_endpoint(status):
         new = pick_new_endpoint(status, endpoints)
         if new is not None:
             status = update_endpoint(status, new, now)
             changed = True
-    return PeerStep(status, wireguard_endpoint(status), changed)
+    # Rotating away from an endpoint we had configured means it was judged down.
+    rotated_away = changed and before.last_used_endpoint is not None
+    shown = _shown(track.shown, status.state, rotated_away=rotated_away)
+    return PeerStep(replace(track, status=status, shown=shown), wireguard_endpoint(status), changed)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import TypeAlias
 
+from kubespan.config_defaults import DEFAULT_KEEPALIVE_SECONDS
 from kubespan.wgdump import DeviceState, PeerState
 from membership.record import EndpointAddr, IPNetwork
 
@@ -22,7 +23,7 @@ class WgPeer:
     public_key: str
     endpoint: EndpointAddr | None
     allowed_ips: tuple[IPNetwork, ...]
-    persistent_keepalive: int = 25
+    persistent_keepalive: int = DEFAULT_KEEPALIVE_SECONDS
     preshared_key: str | None = field(default=None, repr=False)
 
 

@@ -1,193 +1,155 @@
-"""The agent's local status API: JSON over HTTP/1.1 on a unix socket in the state dir.
+"""What `kubespan status` shows: the agent's state as JSON, and the CLI's tables.
 
-A unix socket (mode 0600, in a 0700 dir) instead of a TCP port: only root on this machine can
-read peer keys and endpoints or make the node leave, and there is no port to collide with.
-`curl --unix-socket /var/lib/kubespan/kubespan.sock http://kubespan/v1/status` works too.
-
-    GET  /v1/status    {self, peers, members, sessions}
-    GET  /v1/self | /v1/peers | /v1/members | /v1/sessions
-    POST /v1/leave     delete our record everywhere, remove link/rules/nft, stop the agent
+The JSON documents are built here from the agent's parts (identity, own record, peer
+specs and tracks, sessions); status_api.py serves them and the CLI renders them as text.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import http.client
-import json
-import logging
-import os
-import socket
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
+from ipaddress import IPv6Address
 from typing import Any, Protocol
 
-log = logging.getLogger(__name__)
+from kubespan.device import MeshDevice
+from kubespan.identity import Identity
+from kubespan.own_record import LocalRecord, OwnRecord
+from kubespan.peer_state import PeerTrack
+from kubespan.peers import PeerSpec
+from kubespan.session import Session
+from membership.members import members as cluster_members
+from membership.record import DecodedAffiliate
 
-_MAX_HEADER_LINES = 64
-_READ_TIMEOUT = 5.0
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+# -- JSON documents ----------------------------------------------------------------------
 
 
-class StatusSource(Protocol):
-    def status(self) -> dict[str, object]: ...
-    def self_status(self) -> dict[str, object]: ...
-    def peers_status(self) -> list[dict[str, object]]: ...
-    def members_status(self) -> list[dict[str, object]]: ...
+def self_status(
+    *,
+    identity: Identity | None,
+    address: IPv6Address | None,
+    interface: str,
+    backend: str | None,
+    local: LocalRecord | None,
+    passes: int,
+    last_error: str | None,
+) -> dict[str, object]:
+    """This node: identity, mesh address, link, published endpoints, loop health."""
+    return {
+        "node_id": identity.node_id if identity else None,
+        "public_key": identity.public_key if identity else None,
+        "address": str(address) if address else None,
+        "interface": interface,
+        "backend": backend,
+        "nodename": local.record.nodename if local else None,
+        "endpoints": [str(e) for e in local.endpoints] if local else [],
+        "reconcile_passes": passes,
+        "last_error": last_error,
+    }
+
+
+def peers_status(
+    specs: Sequence[PeerSpec], tracks: Mapping[str, PeerTrack]
+) -> list[dict[str, object]]:
+    """One entry per desired peer, in spec order, with its state as last observed."""
+    out: list[dict[str, object]] = []
+    for spec in specs:
+        track = tracks.get(spec.public_key, PeerTrack())
+        status = track.status
+        out.append(
+            {
+                "label": spec.label,
+                "node_id": spec.node_id,
+                "public_key": spec.public_key,
+                "endpoint": str(status.endpoint) if status.endpoint else None,
+                "state": str(track.shown),
+                "last_handshake": track.handshake.isoformat() if track.handshake else None,
+                "rx": status.rx,
+                "tx": status.tx,
+                "allowed_ips": [str(n) for n in spec.allowed_ips],
+                "endpoints": [str(e) for e in spec.endpoints],
+                "warnings": list(spec.warnings),
+            }
+        )
+    return out
+
+
+def members_status(
+    affiliates: Iterable[DecodedAffiliate], local: LocalRecord | None
+) -> list[dict[str, object]]:
+    """The cluster's members as the discovery services show them, this node included."""
+    everyone = list(affiliates)
+    if local is not None:
+        everyone.append(DecodedAffiliate(record=local.record))
+    return [
+        {
+            "nodename": m.nodename,
+            "node_id": m.node_id,
+            "hostname": m.hostname,
+            "machine_type": m.machine_type,
+            "operating_system": m.operating_system,
+            "addresses": [str(a) for a in m.addresses],
+        }
+        for m in cluster_members(everyone)
+    ]
+
+
+class AgentParts(Protocol):
+    """The parts of a running agent that the status documents are read from."""
+
+    identity: Identity | None
+    address: IPv6Address | None
+    interface: str
+    device: MeshDevice
+    own: OwnRecord | None
+    specs: list[PeerSpec]
+    tracks: dict[str, PeerTrack]
+    sessions: list[Session]
+    passes: int
+    last_error: str | None
+
+    def merged(self) -> dict[str, DecodedAffiliate]: ...
     async def leave(self) -> dict[str, object]: ...
 
 
-class StatusError(Exception):
-    """The status socket cannot be served or reached; the message says why."""
+class AgentStatus:
+    """The status API's source (status_api.StatusSource) for one agent."""
 
+    def __init__(self, agent: AgentParts) -> None:
+        self._agent = agent
 
-class AgentUnavailable(StatusError):
-    """No agent answers on the socket (none running, or a stale socket file)."""
-
-
-class StatusServer:
-    """Serves a StatusSource on `path` until close()."""
-
-    def __init__(self, path: Path, source: StatusSource) -> None:
-        self.path = path
-        self._source = source
-        self._server: asyncio.Server | None = None
-        self._active: set[asyncio.Task[Any]] = set()
-        sessions: Callable[[], object] = lambda: source.status()["sessions"]  # noqa: E731
-        self._gets: Mapping[str, Callable[[], object]] = {
-            "/v1/status": source.status,
-            "/v1/self": source.self_status,
-            "/v1/peers": source.peers_status,
-            "/v1/members": source.members_status,
-            "/v1/sessions": sessions,
+    def status(self) -> dict[str, object]:
+        """Everything `kubespan status` shows, JSON-ready."""
+        return {
+            "self": self.self_status(),
+            "peers": self.peers_status(),
+            "members": self.members_status(),
+            "sessions": [s.status() for s in self._agent.sessions],
         }
-        self._posts: Mapping[str, Callable[[], Awaitable[object]]] = {"/v1/leave": source.leave}
 
-    async def start(self) -> None:
-        """Bind the socket (0600); raises StatusError if another agent already serves it."""
-        if self.path.exists() or self.path.is_symlink():
-            try:
-                _, writer = await asyncio.open_unix_connection(str(self.path))
-            except OSError:
-                self.path.unlink()  # left behind by an agent that was killed
-            else:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-                raise StatusError(f"{self.path}: another kubespan agent is running")
-        self._server = await asyncio.start_unix_server(self._handle, path=str(self.path))
-        # The state dir is 0700 already; this keeps the socket private if it is not.
-        os.chmod(self.path, 0o600)
-        log.info("status API on %s", self.path)
+    def self_status(self) -> dict[str, object]:
+        agent = self._agent
+        return self_status(
+            identity=agent.identity,
+            address=agent.address,
+            interface=agent.interface,
+            backend=agent.device.backend,
+            local=agent.own.local if agent.own else None,
+            passes=agent.passes,
+            last_error=agent.last_error,
+        )
 
-    async def close(self) -> None:
-        """Stop accepting, let in-flight requests (a leave) answer, remove the socket."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        current = asyncio.current_task()
-        pending = [t for t in self._active if t is not current]
-        if pending:
-            await asyncio.wait(pending, timeout=_READ_TIMEOUT)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+    def peers_status(self) -> list[dict[str, object]]:
+        return peers_status(self._agent.specs, self._agent.tracks)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._active.add(task)
-        try:
-            code, body = await self._respond(reader)
-            payload = json.dumps(body, indent=2).encode() + b"\n"
-            head = (
-                f"HTTP/1.1 {code} {_REASONS.get(code, 'Error')}\r\n"
-                "Content-Type: application/json\r\n"
-                f"Content-Length: {len(payload)}\r\n"
-                "Connection: close\r\n\r\n"
-            )
-            writer.write(head.encode() + payload)
-            await writer.drain()
-        except (OSError, asyncio.IncompleteReadError):
-            pass  # the client went away; nothing to answer
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            if task is not None:
-                self._active.discard(task)
+    def members_status(self) -> list[dict[str, object]]:
+        local = self._agent.own.local if self._agent.own else None
+        return members_status(self._agent.merged().values(), local)
 
-    async def _respond(self, reader: asyncio.StreamReader) -> tuple[int, object]:
-        try:
-            async with asyncio.timeout(_READ_TIMEOUT):
-                line = await reader.readline()
-                method, target, _ = line.decode("latin-1").split(" ", 2)
-                length = 0
-                for _ in range(_MAX_HEADER_LINES):
-                    header = await reader.readline()
-                    if header in (b"\r\n", b"\n", b""):
-                        break
-                    name, _, value = header.decode("latin-1").partition(":")
-                    if name.strip().lower() == "content-length":
-                        length = int(value.strip())
-                if length:
-                    await reader.readexactly(min(length, 65536))
-        except (ValueError, TimeoutError):
-            return 400, _error("bad_request", "malformed HTTP request")
-        path = target.split("?", 1)[0]
-        if method == "GET" and path in self._gets:
-            return 200, self._gets[path]()
-        if method == "POST" and path in self._posts:
-            return 200, await self._posts[path]()
-        if path in self._gets or path in self._posts:
-            return 405, _error("method_not_allowed", f"{method} {path}")
-        return 404, _error("not_found", f"no such resource {path}")
+    async def leave(self) -> dict[str, object]:
+        return await self._agent.leave()
 
 
-def _error(code: str, message: str) -> dict[str, object]:
-    return {"error": {"code": code, "message": message}}
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("kubespan", timeout=timeout)
-        self._path = str(path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self._path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-def request(socket_path: Path, method: str, path: str, *, timeout: float = 30.0) -> Any:
-    """Call the agent's API; raises AgentUnavailable when no agent answers on the socket."""
-    connection = _UnixConnection(socket_path, timeout)
-    try:
-        try:
-            connection.request(method, path, body=b"" if method == "POST" else None)
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise AgentUnavailable(f"no agent answers on {socket_path}: {exc.strerror}") from None
-        response = connection.getresponse()
-        body = response.read()
-    except (OSError, http.client.HTTPException) as exc:
-        raise StatusError(f"{socket_path}: {exc}") from None
-    finally:
-        connection.close()
-    if not 200 <= response.status < 300:
-        text = body.decode(errors="replace").strip()
-        raise StatusError(f"{method} {path}: HTTP {response.status}: {text}")
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise StatusError(f"{method} {path}: the agent did not answer JSON") from None
-
-
-# -- rendering for the CLI ---------------------------------------------------------------
+# -- text for the CLI -------------------------------------------------------------------
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

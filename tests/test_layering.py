@@ -16,7 +16,8 @@ ALLOWED: list[tuple[str, tuple[str, ...]]] = [
     ("storage", ("membership",)),
     ("discovery.version", ()),
     ("discovery.proto", ()),
-    ("discovery.client", ("discovery.proto", "discovery.version")),
+    ("discovery.logs", ()),
+    ("discovery.client", ("discovery.proto", "discovery.version", "membership.codec")),
     ("discovery.core", ("membership", "storage.base", "storage.errors", "storage.leadership")),
     ("discovery.settings", ("membership.limits",)),
     ("discovery.startup", ("discovery.settings",)),
@@ -36,7 +37,7 @@ ALLOWED: list[tuple[str, tuple[str, ...]]] = [
     ),
     # The composition root and the command line wire everything of the service together.
     ("discovery", ("discovery", "storage", "membership")),
-    ("kubespan", ("membership", "discovery.client", "discovery.version")),
+    ("kubespan", ("membership", "discovery.client", "discovery.version", "discovery.logs")),
 ]
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from kubespan.addressing import (
     eui64_address,
     first_mac,
     kubespan_address,
+    node_addresses,
+    parse_ip_addr_json,
     parse_ip_link_json,
     parse_mac,
     ula_prefix,
@@ -127,3 +130,41 @@ def test_parse_ip_link_rejects_garbage(text: str) -> None:
 def test_parse_ip_link_without_details_has_no_kind() -> None:
     links = parse_ip_link_json('[{"ifname": "veth0", "link_type": "ether", "address": "x"}]')
     assert links == [LinkInfo(name="veth0", link_type="ether", mac="x", kind=None)]
+
+
+PREFIX = IPv6Network("fd7f:175a:b97c:5602::/64")
+ADDRESS = IPv6Address("fd7f:175a:b97c:5602:2c1a:b6ff:fe53:8169")
+
+IP_ADDR = [
+    {"ifname": "lo", "flags": ["LOOPBACK", "UP"], "addr_info": [
+        {"local": "127.0.0.1", "prefixlen": 8, "scope": "host"}]},
+    {"ifname": "eth0", "flags": ["BROADCAST", "UP"], "addr_info": [
+        {"local": "10.98.0.11", "prefixlen": 32, "scope": "global"},
+        {"local": "10.99.0.11", "prefixlen": 24, "scope": "global"},
+        {"local": "fe80::1", "prefixlen": 64, "scope": "link"},
+        {"local": "2001:db8::1", "prefixlen": 64, "scope": "global", "tentative": True},
+        {"local": "2001:db8::2", "prefixlen": 64, "scope": "global"}]},
+    {"ifname": "eth1", "flags": ["BROADCAST"], "addr_info": [
+        {"local": "192.0.2.1", "prefixlen": 24, "scope": "global"}]},
+    {"ifname": "kubespan", "flags": ["POINTOPOINT", "UP"], "addr_info": [
+        {"local": str(ADDRESS), "prefixlen": 64, "scope": "global"}]},
+    {"ifname": "other", "flags": ["UP"], "addr_info": [
+        {"local": "fd7f:175a:b97c:5602::9", "prefixlen": 64, "scope": "global"},
+        {"local": "10.99.0.11", "prefixlen": 24, "scope": "global"}]},
+]  # fmt: skip
+
+
+def test_node_addresses_keep_kernel_order() -> None:
+    infos = parse_ip_addr_json(json.dumps(IP_ADDR))
+    assert [str(i.address) for i in infos] == [
+        "10.98.0.11", "10.99.0.11", "2001:db8::2", str(ADDRESS),
+        "fd7f:175a:b97c:5602::9", "10.99.0.11",
+    ]  # fmt: skip
+    ips = node_addresses(infos, exclude_links={"kubespan"}, mesh_prefix=PREFIX)
+    assert [str(ip) for ip in ips] == ["10.98.0.11", "10.99.0.11", "2001:db8::2"]
+
+
+@pytest.mark.parametrize("text", ["not json", "{}", "[1]"])
+def test_parse_ip_addr_json_rejects_garbage(text: str) -> None:
+    with pytest.raises(ValueError, match="ip -j addr"):
+        parse_ip_addr_json(text)

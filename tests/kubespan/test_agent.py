@@ -16,10 +16,12 @@ from kubespan.addressing import eui64_address, ula_prefix
 from kubespan.agent import Agent, build_agent
 from kubespan.config import Config, load_config
 from kubespan.identity import generate_private_key, public_key_of
+from kubespan.plan import RemovePeer
 from kubespan.session import Backoff
+from kubespan.status import AgentStatus
 from membership.record import AffiliateRecord, EndpointAddr, KubeSpanInfo
 from membership.sealing import ClusterKey, open_affiliate, seal_endpoint_addr, seal_record
-from tests.fakes import FakeClock, FakeDiscovery, FakeHost, FakeRunner
+from tests.fakes import FakeClock, FakeDevice, FakeDiscovery
 
 CLUSTER_ID = "8XuV9TZHW08DOk3bVxQjH9ih_TBKjnh-j44tsCLSBzo="
 SECRET = base64.b64encode(bytes(range(32))).decode()
@@ -47,24 +49,23 @@ def make_agent(
     tmp_path: Path,
     services: Sequence[FakeDiscovery],
     *,
-    host: FakeHost | None = None,
+    host: FakeDevice | None = None,
     clock: FakeClock | None = None,
     extra: str = "",
-) -> tuple[Agent, FakeRunner, FakeHost]:
-    host = host or FakeHost()
-    runner = host.install(FakeRunner())
+) -> tuple[Agent, FakeDevice]:
+    host = host or FakeDevice(interface=IFACE)
     agent = build_agent(
         make_config([s.url for s in services], extra),
         tmp_path / "state",
         IFACE,
-        runner=runner,
+        device=host,
         clients=factory(*services),
         clock=clock or FakeClock(),
         backoff=lambda: Backoff(initial=0.01, maximum=0.05),
         hostname="n1",
         socket_path=None,
     )
-    return agent, runner, host
+    return agent, host
 
 
 @asynccontextmanager
@@ -118,7 +119,7 @@ def peer_record(
 @pytest.mark.anyio
 async def test_publishes_own_record_on_start(tmp_path: Path) -> None:
     service = FakeDiscovery()
-    agent, _, host = make_agent(tmp_path, [service])
+    agent, host = make_agent(tmp_path, [service])
     async with running(agent):
         await eventually(lambda: service.updates)
         cluster, node_id, data, endpoints, ttl = service.updates[0]
@@ -143,13 +144,13 @@ async def test_publishes_own_record_on_start(tmp_path: Path) -> None:
         assert host.private_key is not None
         assert public_key_of(host.private_key) == agent.identity.public_key
         assert (host.listen_port, host.fwmark) == (51820, 0x20)
-        assert host.rules == {"-4": 1, "-6": 1}
+        assert host.policy_routing
 
 
 @pytest.mark.anyio
 async def test_republishes_on_local_change_and_refresh_only(tmp_path: Path) -> None:
     service = FakeDiscovery()
-    agent, _, host = make_agent(tmp_path, [service])
+    agent, host = make_agent(tmp_path, [service])
     async with running(agent):
         await eventually(lambda: service.updates)
         first = service.updates[0][2]
@@ -180,19 +181,23 @@ async def test_merges_records_from_two_services(tmp_path: Path) -> None:
     a.put(CLUSTER_ID, raw_a)
     b.put(CLUSTER_ID, raw_b)
     b.put(CLUSTER_ID, only_b)
-    agent, _, host = make_agent(tmp_path, [a, b])
+    agent, host = make_agent(tmp_path, [a, b])
     async with running(agent):
         await eventually(lambda: set(host.peers) == {shared_key, key3})
-        peers = {p["label"]: p for p in agent.peers_status()}
+        peers = {p["label"]: p for p in AgentStatus(agent).peers_status()}
         # Endpoints are unioned in configured service order; the first one is tried first.
         assert peers["peer2"]["endpoints"] == ["10.99.0.22:51820", "192.0.2.22:51820"]
         assert host.peers[shared_key].endpoint == "10.99.0.22:51820"
         assert host.peers[shared_key].preshared_key == KEY.wireguard_psk
-        assert {m["nodename"] for m in agent.members_status()} == {"n1", "peer2", "peer3"}
+        assert {m["nodename"] for m in AgentStatus(agent).members_status()} == {
+            "n1",
+            "peer2",
+            "peer3",
+        }
         # Both services' view of us carries both public IPs.
         await eventually(lambda: a.updates and b.updates)
-        assert agent._local is not None
-        assert [str(e) for e in agent._local.endpoints] == [
+        assert agent.own is not None and agent.own.local is not None
+        assert [str(e) for e in agent.own.local.endpoints] == [
             "10.99.0.11:51820",
             "203.0.113.7:51820",
             "198.51.100.9:51820",
@@ -208,14 +213,14 @@ async def test_discovery_outage_keeps_peers(tmp_path: Path) -> None:
     service = FakeDiscovery()
     raw, key2 = peer_record(2)
     service.put(CLUSTER_ID, raw)
-    agent, runner, host = make_agent(tmp_path, [service])
+    agent, host = make_agent(tmp_path, [service])
     async with running(agent):
         await eventually(lambda: key2 in host.peers)
         service.down = True
         await eventually(lambda: not agent.sessions[0].connected)
         passes = agent.passes
         await eventually(lambda: agent.passes >= passes + 5)
-        assert not [c for c in runner.commands("wg", "set") if c[-1] == "remove"]
+        assert not [op for op in host.applied if isinstance(op, RemovePeer)]
         assert key2 in host.peers
         status = agent.sessions[0].status()
         assert status["connected"] is False
@@ -236,14 +241,14 @@ async def test_undecryptable_records_are_counted_not_fatal(tmp_path: Path) -> No
     service.put(CLUSTER_ID, foreign)
     service.put(CLUSTER_ID, RawAffiliate("garbage", b"\x00" * 40, ()))
     service.put(CLUSTER_ID, RawAffiliate("endpoint-only", b"", (b"\x01" * 16,)))
-    agent, _, host = make_agent(tmp_path, [service])
+    agent, host = make_agent(tmp_path, [service])
     async with running(agent):
         await eventually(lambda: key2 in host.peers)
         status = agent.sessions[0].status()
         # Empty data is "not published yet", not a failure.
         assert status["undecryptable"] == 2
         assert status["affiliates"] == 1
-        assert agent.status()["sessions"] == [status]
+        assert AgentStatus(agent).status()["sessions"] == [status]
         # A later good record from the same id clears it.
         service.put(CLUSTER_ID, RawAffiliate("garbage", peer_record(4)[0].data, ()))
         await eventually(lambda: agent.sessions[0].status()["undecryptable"] == 1)
@@ -255,139 +260,24 @@ async def test_deleted_affiliate_removes_peer(tmp_path: Path) -> None:
     service = FakeDiscovery()
     raw, key2 = peer_record(2)
     service.put(CLUSTER_ID, raw)
-    agent, runner, host = make_agent(tmp_path, [service])
+    agent, host = make_agent(tmp_path, [service])
     async with running(agent):
         await eventually(lambda: key2 in host.peers)
         service.remove(CLUSTER_ID, "node2")
         await eventually(lambda: key2 not in host.peers)
-        assert ["wg", "set", IFACE, "peer", key2, "remove"] in runner.calls
+        assert RemovePeer(IFACE, key2) in host.applied
 
 
 @pytest.mark.anyio
 async def test_redirect_is_followed(tmp_path: Path) -> None:
     target = FakeDiscovery(url="http://b.test:3001")
     origin = FakeDiscovery(url="http://a.test:3001", redirect=target.url)
-    agent, _, _ = make_agent(tmp_path, [origin])
+    agent, _ = make_agent(tmp_path, [origin])
     agent._clients = factory(origin, target)
     async with running(agent):
         await eventually(lambda: target.updates)
         assert agent.sessions[0].url == target.url
         assert not origin.updates
-
-
-@pytest.mark.anyio
-async def test_rotates_to_next_endpoint_when_down(tmp_path: Path) -> None:
-    clock = FakeClock()
-    service = FakeDiscovery()
-    raw, key2 = peer_record(2, endpoints=["10.98.0.22:51820", "10.99.0.22:51820"])
-    service.put(CLUSTER_ID, raw)
-    agent, _, host = make_agent(tmp_path, [service], clock=clock)
-    await agent.start()
-    agent.sessions[0].apply(await anext(service.client().watch(CLUSTER_ID)))
-    await agent.reconcile()
-    assert host.peers[key2].endpoint == "10.98.0.22:51820"
-    assert agent.peers_status()[0]["state"] == "unknown"
-    clock.advance(1.5)  # past endpoint_timeout with no handshake: down, rotate
-    await agent.reconcile()
-    assert host.peers[key2].endpoint == "10.99.0.22:51820"
-    # Judged down, now trying the next candidate: shown down, not "unknown".
-    assert agent.peers_status()[0]["state"] == "down"
-    # Packets arrive (rx grows): up, and no further rotation.
-    clock.advance(0.5)
-    host.peers[key2].rx = 148
-    await agent.reconcile()
-    assert agent.peers_status()[0]["state"] == "up"
-    clock.advance(3)
-    host.peers[key2].rx = 300
-    await agent.reconcile()
-    assert agent.peers_status()[0]["state"] == "up"
-    assert host.peers[key2].endpoint == "10.99.0.22:51820"
-    # Silence for longer than peer_down: down.
-    clock.advance(6)
-    await agent.reconcile()
-    assert agent.peers_status()[0]["state"] == "down"
-    assert host.peers[key2].endpoint == "10.98.0.22:51820"
-    # It stays shown down through the next candidate's grace period.
-    clock.advance(0.5)
-    await agent.reconcile()
-    assert agent.peers_status()[0]["state"] == "down"
-
-
-@pytest.mark.anyio
-async def test_force_routing_sets_and_policy(tmp_path: Path) -> None:
-    service = FakeDiscovery()
-    raw, _ = peer_record(2, addresses=["10.99.0.22", "192.0.2.22"])
-    service.put(CLUSTER_ID, raw)
-    agent, runner, host = make_agent(tmp_path, [service])
-    async with running(agent):
-        await eventually(lambda: host.nft is not None and "10.99.0.22" in host.nft)
-        assert host.nft is not None
-        assert "192.0.2.22" in host.nft
-        # The mesh /64 is routed by the link itself, never marked.
-        assert str(ula_prefix(CLUSTER_ID).network_address)[:9] not in host.nft
-        nft_runs = len(runner.commands("nft"))
-        await asyncio.sleep(0.2)
-        assert len(runner.commands("nft")) == nft_runs, "unchanged set: nft must not rerun"
-        assert ["ip", "-4", "route", "replace", "default", "dev", IFACE, "table", "180",
-                "metric", "1", "mtu", "1420", "proto", "static"] in runner.calls  # fmt: skip
-
-
-@pytest.mark.anyio
-async def test_restart_adopts_link_and_peers(tmp_path: Path) -> None:
-    service = FakeDiscovery()
-    raw, key2 = peer_record(2, endpoints=["10.98.0.22:51820", "10.99.0.22:51820"])
-    service.put(CLUSTER_ID, raw)
-    host, clock = FakeHost(), FakeClock()
-    agent, _, _ = make_agent(tmp_path, [service], host=host, clock=clock)
-    async with running(agent):
-        await eventually(lambda: key2 in host.peers)
-    assert host.link == IFACE, "a plain stop keeps the link"
-    # What it had converged on: the second candidate, with a live session.
-    host.peers[key2].endpoint = "10.99.0.22:51820"
-    host.peers[key2].handshake = int(clock.now.timestamp()) - 2
-    again, runner, _ = make_agent(tmp_path, [service], host=host, clock=clock)
-    async with running(again):
-        await eventually(lambda: again.passes >= 3)
-        assert again.identity is not None and agent.identity is not None
-        assert again.identity.node_id == agent.identity.node_id
-        assert not runner.commands("wireguard-go")
-        assert not runner.commands("ip", "link", "add")
-        # The working endpoint is kept, not reset to the first candidate.
-        assert host.peers[key2].endpoint == "10.99.0.22:51820"
-        assert host.rules == {"-4": 1, "-6": 1}
-
-
-@pytest.mark.anyio
-async def test_leave_deletes_everywhere_and_tears_down(tmp_path: Path) -> None:
-    a = FakeDiscovery(url="http://a.test:3001")
-    b = FakeDiscovery(url="http://b.test:3001")
-    agent, _, host = make_agent(tmp_path, [a, b])
-    task = asyncio.create_task(agent.run())
-    await eventually(lambda: a.updates and b.updates)
-    result = await agent.leave()
-    await task
-    assert agent.identity is not None
-    node_id = agent.identity.node_id
-    assert a.deletes == b.deletes == [(CLUSTER_ID, node_id)]
-    assert result == {"node_id": node_id, "deleted": [a.url, b.url], "errors": {}}
-    assert host.link is None
-    assert host.rules == {"-4": 0, "-6": 0}
-    assert host.nft is not None and "delete table inet kubespan" in host.nft
-    assert not (tmp_path / "state" / "preshared.key").exists()
-    assert agent.left
-    updates = len(a.updates)
-    await asyncio.sleep(0.1)
-    assert len(a.updates) == updates, "nothing republishes after leaving"
-
-
-@pytest.mark.anyio
-async def test_leave_reports_unreachable_service(tmp_path: Path) -> None:
-    service = FakeDiscovery()
-    service.down = True
-    agent, _, _ = make_agent(tmp_path, [service])
-    result = await agent.leave()
-    assert result["deleted"] == []
-    assert service.url in result["errors"]  # type: ignore[operator]
 
 
 def test_backoff_sequence() -> None:
@@ -403,15 +293,15 @@ def test_backoff_sequence() -> None:
 
 
 def test_excluded_networks_and_advertised_networks_are_published(tmp_path: Path) -> None:
-    agent, _, host = make_agent(
+    agent, host = make_agent(
         tmp_path,
         [FakeDiscovery()],
         extra="mesh: {advertised_networks: ['10.244.1.0/24'],"
         " excluded_networks: ['192.0.2.0/24']}\n",
     )
     asyncio.run(agent.start())
-    assert agent._local is not None
-    kubespan = agent._local.record.kubespan
+    assert agent.own is not None and agent.own.local is not None
+    kubespan = agent.own.local.record.kubespan
     assert kubespan is not None
     assert kubespan.additional_addresses == (ip_network("10.244.1.0/24"),)
     assert kubespan.exclude_advertised_addresses == (ip_network("192.0.2.0/24"),)

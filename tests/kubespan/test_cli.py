@@ -10,7 +10,7 @@ import pytest
 
 from kubespan.__main__ import main
 from kubespan.config import load_config
-from kubespan.status import StatusServer
+from kubespan.status_api import StatusServer
 from tests.kubespan.test_status import STATUS, FakeSource
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,17 +1,17 @@
 from __future__ import annotations
 
-import json
 import stat
 from ipaddress import IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
 
 import pytest
 
-from kubespan.device import Device, apply, node_addresses, parse_ip_addr_json
+from kubespan.device import Device, apply
 from kubespan.plan import AddPeer, CreateLink, Op, RemovePeer, SetDevice, UpdatePeer
 from kubespan.wg import SubprocessRunner, WgError
 from membership.record import EndpointAddr
-from tests.fakes import FakeHost, FakeRunner
+from tests.fakes import FakeRunner
+from tests.kubespan.fake_kernel import FakeKernel
 
 PREFIX = IPv6Network("fd7f:175a:b97c:5602::/64")
 ADDRESS = IPv6Address("fd7f:175a:b97c:5602:2c1a:b6ff:fe53:8169")
@@ -19,7 +19,7 @@ PSK = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 PEER = "UOIiJGUQAzBGUBZzsk4ZUe9QE2rS8b4+fsRIWvciBxs="
 
 
-def make_device(tmp_path: Path, host: FakeHost) -> tuple[Device, FakeRunner]:
+def make_device(tmp_path: Path, host: FakeKernel) -> tuple[Device, FakeRunner]:
     runner = host.install(FakeRunner())
     device = Device("kstest0", runner, state_dir=tmp_path, mtu=1420, socket_dir=tmp_path)
     return device, runner
@@ -27,7 +27,7 @@ def make_device(tmp_path: Path, host: FakeHost) -> tuple[Device, FakeRunner]:
 
 @pytest.mark.anyio
 async def test_bring_up_falls_back_to_wireguard_go(tmp_path: Path) -> None:
-    host = FakeHost(kernel_wireguard=False)
+    host = FakeKernel(kernel_wireguard=False)
     device, runner = make_device(tmp_path, host)
     await device.bring_up(ADDRESS, PREFIX, PSK)
     assert device.backend == "wireguard-go"
@@ -40,6 +40,8 @@ async def test_bring_up_falls_back_to_wireguard_go(tmp_path: Path) -> None:
         "ip", "-6", "addr", "replace", f"{ADDRESS}/64", "dev", "kstest0", "nodad"
     ] in runner.calls  # fmt: skip
     assert ["ip", "link", "set", "dev", "kstest0", "up"] in runner.calls
+    assert ["ip", "-4", "route", "replace", "default", "dev", "kstest0", "table", "180",
+            "metric", "1", "mtu", "1420", "proto", "static"] in runner.calls  # fmt: skip
     assert host.rules == {"-4": 1, "-6": 1}
     psk = tmp_path / "preshared.key"
     assert psk.read_text() == PSK + "\n"
@@ -50,7 +52,7 @@ async def test_bring_up_falls_back_to_wireguard_go(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_bring_up_prefers_kernel_and_is_idempotent(tmp_path: Path) -> None:
-    host = FakeHost(kernel_wireguard=True)
+    host = FakeKernel(kernel_wireguard=True)
     device, runner = make_device(tmp_path, host)
     await device.bring_up(ADDRESS, PREFIX, PSK)
     await device.bring_up(ADDRESS, PREFIX, PSK)
@@ -62,7 +64,7 @@ async def test_bring_up_prefers_kernel_and_is_idempotent(tmp_path: Path) -> None
 
 @pytest.mark.anyio
 async def test_bring_up_recreates_a_dead_userspace_link(tmp_path: Path) -> None:
-    host = FakeHost()
+    host = FakeKernel()
     device, runner = make_device(tmp_path, host)
     host.link, host.link_kind = "kstest0", "tun"
     runner.on("wg", "show", output=WgError(["wg", "show"], 1, "Unable to access interface"))
@@ -73,7 +75,7 @@ async def test_bring_up_recreates_a_dead_userspace_link(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_bring_up_refuses_a_foreign_link(tmp_path: Path) -> None:
-    host = FakeHost()
+    host = FakeKernel()
     device, _ = make_device(tmp_path, host)
     host.link, host.link_kind = "kstest0", "bridge"
     with pytest.raises(WgError, match="is a bridge link"):
@@ -82,7 +84,7 @@ async def test_bring_up_refuses_a_foreign_link(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_apply_runs_wg_set_with_secret_files(tmp_path: Path) -> None:
-    host = FakeHost(kernel_wireguard=True)
+    host = FakeKernel(kernel_wireguard=True)
     device, runner = make_device(tmp_path, host)
     await device.bring_up(ADDRESS, PREFIX, PSK)
     key_file = tmp_path / "wireguard.key"
@@ -118,7 +120,7 @@ async def test_apply_create_link_needs_the_device(tmp_path: Path) -> None:
     runner = FakeRunner()
     with pytest.raises(ValueError, match="CreateLink"):
         await apply([CreateLink("kstest0", 1420)], runner, psk_path=None)
-    host = FakeHost()
+    host = FakeKernel()
     device, runner = make_device(tmp_path, host)
     await device.apply([CreateLink("kstest0", 1420)])
     assert host.link == "kstest0"
@@ -136,7 +138,7 @@ async def test_apply_stops_at_the_first_failure(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_routed_set_only_rewritten_on_change(tmp_path: Path) -> None:
-    host = FakeHost()
+    host = FakeKernel()
     device, runner = make_device(tmp_path, host)
     nets = [ip_network("10.99.0.12/32"), ip_network(f"{ADDRESS}/128")]
     assert await device.set_routed(nets, PREFIX)
@@ -149,7 +151,7 @@ async def test_routed_set_only_rewritten_on_change(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_teardown_removes_everything_and_tolerates_absence(tmp_path: Path) -> None:
-    host = FakeHost()
+    host = FakeKernel()
     device, _ = make_device(tmp_path, host)
     await device.bring_up(ADDRESS, PREFIX, PSK)
     host.rules["-4"] = 2  # a duplicate from an older run
@@ -164,45 +166,29 @@ async def test_teardown_removes_everything_and_tolerates_absence(tmp_path: Path)
     assert await device.teardown() == [], "idempotent"
 
 
+@pytest.mark.anyio
+async def test_read_host_parses_links_and_addresses(tmp_path: Path) -> None:
+    host = FakeKernel(addresses=[("eth0", "10.99.0.11", 24), ("eth0", "2001:db8::2", 64)])
+    device, runner = make_device(tmp_path, host)
+    read = await device.read_host()
+    assert runner.calls == [["ip", "-j", "-d", "addr", "show"]]
+    assert [(link.name, link.mac) for link in read.links] == [
+        ("lo", "00:00:00:00:00:00"),
+        ("eth0", host.mac),
+    ]
+    assert [(a.link, str(a.address), a.prefixlen) for a in read.addresses] == [
+        ("eth0", "10.99.0.11", 24),
+        ("eth0", "2001:db8::2", 64),
+    ]
+    runner.on("ip", "-j", "-d", "addr", "show", output=b"not json")
+    with pytest.raises(ValueError, match="invalid JSON"):
+        await device.read_host()
+
+
 def test_invalid_interface_names() -> None:
     for name in ("", "a" * 16, "a/b", " x"):
         with pytest.raises(ValueError, match="interface name"):
             Device(name, FakeRunner(), state_dir=Path("/tmp"), mtu=1420)
-
-
-IP_ADDR = [
-    {"ifname": "lo", "flags": ["LOOPBACK", "UP"], "addr_info": [
-        {"local": "127.0.0.1", "prefixlen": 8, "scope": "host"}]},
-    {"ifname": "eth0", "flags": ["BROADCAST", "UP"], "addr_info": [
-        {"local": "10.98.0.11", "prefixlen": 32, "scope": "global"},
-        {"local": "10.99.0.11", "prefixlen": 24, "scope": "global"},
-        {"local": "fe80::1", "prefixlen": 64, "scope": "link"},
-        {"local": "2001:db8::1", "prefixlen": 64, "scope": "global", "tentative": True},
-        {"local": "2001:db8::2", "prefixlen": 64, "scope": "global"}]},
-    {"ifname": "eth1", "flags": ["BROADCAST"], "addr_info": [
-        {"local": "192.0.2.1", "prefixlen": 24, "scope": "global"}]},
-    {"ifname": "kubespan", "flags": ["POINTOPOINT", "UP"], "addr_info": [
-        {"local": str(ADDRESS), "prefixlen": 64, "scope": "global"}]},
-    {"ifname": "other", "flags": ["UP"], "addr_info": [
-        {"local": "fd7f:175a:b97c:5602::9", "prefixlen": 64, "scope": "global"},
-        {"local": "10.99.0.11", "prefixlen": 24, "scope": "global"}]},
-]  # fmt: skip
-
-
-def test_node_addresses_keep_kernel_order() -> None:
-    infos = parse_ip_addr_json(json.dumps(IP_ADDR))
-    assert [str(i.address) for i in infos] == [
-        "10.98.0.11", "10.99.0.11", "2001:db8::2", str(ADDRESS),
-        "fd7f:175a:b97c:5602::9", "10.99.0.11",
-    ]  # fmt: skip
-    ips = node_addresses(infos, exclude_links={"kubespan"}, mesh_prefix=PREFIX)
-    assert [str(ip) for ip in ips] == ["10.98.0.11", "10.99.0.11", "2001:db8::2"]
-
-
-@pytest.mark.parametrize("text", ["not json", "{}", "[1]"])
-def test_parse_ip_addr_json_rejects_garbage(text: str) -> None:
-    with pytest.raises(ValueError, match="ip -j addr"):
-        parse_ip_addr_json(text)
 
 
 @pytest.mark.anyio

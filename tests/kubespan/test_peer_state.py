@@ -10,14 +10,16 @@ from kubespan.peer_state import (
     ConnectionState,
     Durations,
     PeerStatus,
+    PeerTrack,
     advance,
     calculate_state,
+    observe,
     pick_new_endpoint,
     should_change_endpoint,
     update_endpoint,
-    update_from_wireguard,
     wireguard_endpoint,
 )
+from kubespan.wgdump import PeerState
 from membership.record import EndpointAddr
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -51,26 +53,26 @@ class Pass:
 
 
 def run(passes: list[Pass], durations: Durations | None = None) -> PeerStatus:
-    """Drive advance() like the agent would, with a fake device that applies what we send."""
-    status = PeerStatus(label="peer")
+    """Drive observe() and advance() like the agent would, with a fake device that applies
+    what we send."""
+    track = PeerTrack(status=PeerStatus(label="peer"))
     device_endpoint: EndpointAddr | None = None
     for p in passes:
         if p.roamed_to is not None:
             device_endpoint = p.roamed_to
-        status = update_from_wireguard(
-            status,
+        sample = PeerState(
+            public_key="peer",
             endpoint=device_endpoint,
-            last_handshake=None if p.handshake is None else at(p.handshake),
-            rx=0,
-            tx=0,
+            latest_handshake=None if p.handshake is None else at(p.handshake),
         )
-        step = advance(status, p.candidates, at(p.t), durations or Durations())
+        track = observe(track, sample, at(p.t), durations or Durations())
+        step = advance(track, p.candidates, at(p.t), durations or Durations())
         got = (p.t, step.status.state, step.wg_endpoint, step.endpoint_changed)
         assert got == (p.t, p.state, p.sends, p.changed)
-        status = step.status
+        track = step.track
         if step.wg_endpoint is not None:
             device_endpoint = step.wg_endpoint
-    return status
+    return track.status
 
 
 def test_timeline_rotation_up_down_and_wraparound() -> None:
@@ -249,7 +251,8 @@ def test_reestablish_rule(
     assert wireguard_endpoint(PeerStatus(last_used_endpoint=last_used, endpoint=current)) == sends
 
 
-def test_update_from_wireguard_copies_counters_only() -> None:
+def test_observe_copies_what_the_device_reports() -> None:
     status = PeerStatus(label="x", last_used_endpoint=A, state=UP)
-    updated = update_from_wireguard(status, endpoint=B, last_handshake=at(1), rx=10, tx=20)
+    sample = PeerState(public_key="x", endpoint=B, latest_handshake=at(1), rx=10, tx=20)
+    updated = observe(PeerTrack(status=status, rx_seen=0), sample, at(1)).status
     assert updated == replace(status, endpoint=B, last_handshake=at(1), rx=10, tx=20)

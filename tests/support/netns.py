@@ -306,7 +306,7 @@ class Agent:
 
     def status(self) -> dict[str, Any] | None:
         """The agent's status, straight from its socket; None while it does not answer."""
-        from kubespan.status import StatusError, request
+        from kubespan.status_api import StatusError, request
 
         try:
             result: dict[str, Any] = request(self.socket, "GET", "/v1/status", timeout=5)
