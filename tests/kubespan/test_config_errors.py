@@ -1,137 +1,13 @@
+"""Agent config errors: each names its field, suggests the key meant, never echoes the secret."""
+
 from __future__ import annotations
 
 import base64
-import textwrap
-from datetime import timedelta
-from ipaddress import IPv4Address, IPv6Address, ip_network
 
 import pytest
 
-from kubespan import config_defaults as defaults
-from kubespan.config import (
-    ClusterConfig,
-    Config,
-    ConfigError,
-    DiscoveryConfig,
-    DiscoveryEndpoint,
-    EndpointFilter,
-    TimingConfig,
-    gen_config,
-    load_config,
-    render_config,
-)
-from membership.record import EndpointAddr
-
-SECRET = base64.b64encode(bytes(range(32))).decode()
-CLUSTER_ID = "8XuV9TZHW08DOk3bVxQjH9ih_TBKjnh-j44tsCLSBzo="
-
-MINIMAL = f"""
-cluster:
-  id: {CLUSTER_ID}
-  secret: {SECRET}
-discovery:
-  endpoints: [http://discovery.example:3001]
-"""
-
-
-def with_section(extra: str) -> str:
-    return MINIMAL + textwrap.dedent(extra)
-
-
-def error_of(text: str) -> str:
-    with pytest.raises(ConfigError) as info:
-        load_config(text)
-    return str(info.value)
-
-
-def test_minimal_config_gets_talos_defaults() -> None:
-    config = load_config(MINIMAL)
-    assert config.cluster.id == CLUSTER_ID
-    assert config.cluster.secret_bytes == bytes(range(32))
-    mesh = config.mesh
-    assert (mesh.port, mesh.mtu, mesh.force_routing, mesh.keepalive_seconds) == (
-        51820,
-        1420,
-        True,
-        25,
-    )
-    assert mesh.advertised_networks == mesh.excluded_networks == ()
-    assert mesh.endpoint_filters == ()
-    assert mesh.extra_endpoints == ()
-    assert config.node.hostname is None and config.node.nodename is None
-    t = config.timing
-    assert (t.endpoint_timeout, t.peer_down, t.reconcile) == (
-        timedelta(seconds=15),
-        timedelta(seconds=275),
-        timedelta(seconds=30),
-    )
-    assert (t.ttl, t.refresh) == (timedelta(minutes=30), timedelta(minutes=15))
-
-
-def test_full_config() -> None:
-    config = load_config(
-        with_section(
-            """
-            mesh:
-              port: 51821
-              mtu: 1380
-              advertised_networks: [10.244.0.0/16, "fd00:10::/64"]
-              excluded_networks: [192.168.100.0/24]
-              endpoint_filters: ["0.0.0.0/0", "!10.0.0.0/8", "::/0"]
-              extra_endpoints: ["203.0.113.1:4000", "[2001:db8::1]:51820"]
-              force_routing: false
-              keepalive_seconds: 0
-            node:
-              hostname: node-1.example
-              nodename: node-1
-            timing:
-              endpoint_timeout: 10s
-              peer_down: 4m35s
-              reconcile: 500ms
-              ttl: 20m
-            """
-        )
-    )
-    mesh = config.mesh
-    assert mesh.port == 51821 and mesh.mtu == 1380 and not mesh.force_routing
-    assert mesh.advertised_networks == (ip_network("10.244.0.0/16"), ip_network("fd00:10::/64"))
-    assert mesh.endpoint_filters == (
-        EndpointFilter(ip_network("0.0.0.0/0")),
-        EndpointFilter(ip_network("10.0.0.0/8"), exclude=True),
-        EndpointFilter(ip_network("::/0")),
-    )
-    assert mesh.extra_endpoints == (
-        EndpointAddr(IPv4Address("203.0.113.1"), 4000),
-        EndpointAddr(IPv6Address("2001:db8::1"), 51820),
-    )
-    assert config.node.nodename == "node-1"
-    t = config.timing
-    assert t.peer_down == timedelta(seconds=275)
-    assert t.reconcile == timedelta(milliseconds=500)
-    # refresh defaults to ttl/2 of the configured ttl, not of the default one.
-    assert t.refresh == timedelta(minutes=10)
-
-
-@pytest.mark.parametrize(
-    ("url", "scheme", "host", "port", "path"),
-    [
-        ("http://d.example:3001", "http", "d.example", 3001, ""),
-        ("https://d.example/", "https", "d.example", 443, ""),
-        ("grpcs://discovery.talos.dev:443", "grpcs", "discovery.talos.dev", 443, ""),
-        ("grpc://[fd00::1]:3000", "grpc", "fd00::1", 3000, ""),
-        ("https://lb.example/discovery/", "https", "lb.example", 443, "/discovery"),
-    ],
-)
-def test_discovery_endpoints(url: str, scheme: str, host: str, port: int, path: str) -> None:
-    config = load_config(MINIMAL.replace("http://discovery.example:3001", f"'{url}'"))
-    assert config.discovery.endpoints == (DiscoveryEndpoint(url, scheme, host, port, path),)
-
-
-def test_discovery_endpoint_helpers() -> None:
-    grpc = DiscoveryEndpoint("grpc://[fd00::1]:3000", "grpc", "fd00::1", 3000)
-    assert (grpc.protocol, grpc.tls, grpc.address) == ("grpc", False, "[fd00::1]:3000")
-    https = DiscoveryEndpoint("https://d:1", "https", "d", 1)
-    assert (https.protocol, https.tls, https.address) == ("http", True, "d:1")
+from kubespan.config import ConfigError, load_config
+from tests.kubespan.config_support import MINIMAL, SECRET, error_of, with_section
 
 
 @pytest.mark.parametrize(
@@ -228,50 +104,6 @@ def test_secret_is_not_in_repr() -> None:
     assert SECRET not in repr(load_config(MINIMAL))
 
 
-def test_null_sections_and_keys_take_defaults() -> None:
-    config = load_config(with_section("mesh:\nnode:\ntiming:\n  ttl:\n"))
-    assert config.mesh.mtu == 1420 and config.timing.ttl == timedelta(minutes=30)
-
-
-def test_render_round_trips() -> None:
-    config = load_config(
-        with_section(
-            """
-            mesh:
-              advertised_networks: [10.244.0.0/16]
-              endpoint_filters: ["!10.0.0.0/8", "0.0.0.0/0"]
-              extra_endpoints: ["[2001:db8::1]:51820"]
-            node: {nodename: n1}
-            timing: {reconcile: 1.5s, ttl: 1h30m, refresh: 7m}
-            """
-        ).replace("ttl: 1h30m", "ttl: 25m")
-    )
-    assert load_config(render_config(config)) == config
-
-
-def test_render_round_trips_odd_durations() -> None:
-    config = load_config(with_section("timing: {endpoint_timeout: 0.000001, reconcile: 61}"))
-    assert config.timing.endpoint_timeout == timedelta(microseconds=1)
-    assert load_config(render_config(config)) == config
-
-
-def test_gen_config_is_loadable_and_commented() -> None:
-    text = gen_config(CLUSTER_ID, SECRET, "grpcs://discovery.talos.dev:443")
-    assert text.startswith("# kubespan agent config")
-    config = load_config(text)
-    assert isinstance(config, Config)
-    assert config.cluster.id == CLUSTER_ID
-    assert config.discovery.endpoints[0].protocol == "grpc"
-    assert "mtu: 1420" in text and "refresh: 15m" in text
-
-
-def test_gen_config_validates_its_arguments() -> None:
-    with pytest.raises(ConfigError, match=r"discovery\.endpoints"):
-        gen_config(CLUSTER_ID, SECRET, "discovery.example:3001")
-    with pytest.raises(ConfigError, match=r"cluster\.secret"):
-        gen_config(CLUSTER_ID, "short", "http://a:1")
-
-
 @pytest.mark.parametrize(
     "value",
     [".inf", "-.inf", ".nan", "1" + "0" * 400, "9" * 400 + "s", "99999999999h"],
@@ -341,26 +173,3 @@ def test_every_field_words_its_own_errors(section: str, key: str, value: str) ->
         # Either the field itself, or the one a cross-field rule compares it with.
         assert message.startswith(f"{section}.") and f".{key}" in message, message
         assert "Input should" not in message and SECRET not in message
-
-
-def test_defaults_come_from_config_defaults() -> None:
-    config = load_config(MINIMAL)
-    assert (config.mesh.port, config.mesh.mtu) == (defaults.DEFAULT_PORT, defaults.DEFAULT_MTU)
-    assert config.mesh.keepalive_seconds == defaults.DEFAULT_KEEPALIVE_SECONDS
-    assert config.mesh.force_routing is defaults.DEFAULT_FORCE_ROUTING
-    t = config.timing
-    assert (t.endpoint_timeout, t.peer_down) == (
-        defaults.DEFAULT_ENDPOINT_TIMEOUT,
-        defaults.DEFAULT_PEER_DOWN,
-    )
-    assert (t.reconcile, t.ttl) == (defaults.DEFAULT_RECONCILE, defaults.DEFAULT_TTL)
-    assert TimingConfig(ttl=timedelta(minutes=20)).refresh == timedelta(minutes=10)
-
-
-def test_models_built_in_code_equal_loaded_ones() -> None:
-    endpoint = DiscoveryEndpoint("http://discovery.example:3001", "http", "discovery.example", 3001)
-    built = Config(
-        cluster=ClusterConfig(id=CLUSTER_ID, secret=SECRET),
-        discovery=DiscoveryConfig(endpoints=(endpoint,)),
-    )
-    assert built == load_config(MINIMAL)
