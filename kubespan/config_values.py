@@ -41,20 +41,6 @@ class DiscoveryEndpoint:
     port: int
     path: str = ""
 
-    @property
-    def protocol(self) -> str:
-        return "grpc" if self.scheme.startswith("grpc") else "http"
-
-    @property
-    def tls(self) -> bool:
-        return self.scheme in ("https", "grpcs")
-
-    @property
-    def address(self) -> str:
-        """`host:port`, IPv6 literals bracketed (what gRPC channels expect)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
 
 @dataclass(frozen=True, slots=True)
 class EndpointFilter:

@@ -104,13 +104,6 @@ def test_discovery_endpoints(url: str, scheme: str, host: str, port: int, path: 
     assert config.discovery.endpoints == (DiscoveryEndpoint(url, scheme, host, port, path),)
 
 
-def test_discovery_endpoint_helpers() -> None:
-    grpc = DiscoveryEndpoint("grpc://[fd00::1]:3000", "grpc", "fd00::1", 3000)
-    assert (grpc.protocol, grpc.tls, grpc.address) == ("grpc", False, "[fd00::1]:3000")
-    https = DiscoveryEndpoint("https://d:1", "https", "d", 1)
-    assert (https.protocol, https.tls, https.address) == ("http", True, "d:1")
-
-
 def test_null_sections_and_keys_take_defaults() -> None:
     config = load_config(with_section("mesh:\nnode:\ntiming:\n  ttl:\n"))
     assert config.mesh.mtu == 1420 and config.timing.ttl == timedelta(minutes=30)

@@ -38,7 +38,7 @@ def test_gen_config_is_loadable_and_commented() -> None:
     config = load_config(text)
     assert isinstance(config, Config)
     assert config.cluster.id == CLUSTER_ID
-    assert config.discovery.endpoints[0].protocol == "grpc"
+    assert config.discovery.endpoints[0].scheme == "grpcs"
     assert "mtu: 1420" in text and "refresh: 15m" in text
 
 
