@@ -20,6 +20,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+# Distinct client_version label values kept (Talos releases a few minor versions a year).
+HELLO_VERSION_LABELS = 64
 _VERSION = re.compile(r"^v(\d{1,3})\.(\d{1,3})\.\d+(-.+)?$")
 
 
@@ -51,6 +53,7 @@ class Metrics:
         ProcessCollector(registry=r)
         r.register(PLATFORM_COLLECTOR)
         r.register(GC_COLLECTOR)
+        self._hello_labels: set[str] = set()
         self.hello = Counter(
             "discovery_server_hello_requests",
             "Hello requests by client version",
@@ -116,6 +119,17 @@ class Metrics:
             buckets=(0.01, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=r,
         )
+
+    def count_hello(self, client_version: str) -> None:
+        """Count a Hello by upstream's version label; past a bound, new labels count as
+        "other", so clients cannot grow the metrics without limit by inventing versions."""
+        label = parse_client_version(client_version)
+        if label not in self._hello_labels:
+            if len(self._hello_labels) >= HELLO_VERSION_LABELS:
+                label = "other"
+            else:
+                self._hello_labels.add(label)
+        self.hello.labels(label).inc()
 
     def watch_state(self, read: Callable[[], dict[str, float]]) -> None:
         self.registry.register(_StateCollector(read))

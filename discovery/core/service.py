@@ -13,14 +13,14 @@ import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import timedelta
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
 from discovery.core import validate
 from discovery.core.changes import WatchMessage
 from discovery.core.clock import Clock, Monotonic, system_clock
 from discovery.core.errors import InvalidArgument, NotReady, RateLimited, ResourceExhausted
 from discovery.core.hub import WatchHub
-from discovery.core.metrics import Metrics, parse_client_version
+from discovery.core.metrics import Metrics
 from discovery.core.projection import Projection
 from discovery.core.ratelimit import RateLimiter
 from discovery.core.values import CoreOptions, CoreStatus, HelloResult, HistoryEntry
@@ -39,6 +39,8 @@ log = logging.getLogger("discovery")
 _READ_BATCH = 2000
 _CONFLICT_RETRIES = 8
 _APPLY_TIMEOUT = 30.0
+# Longest a call may wait for a rate-limit token: bounds the reservations one client can hold.
+_MAX_RATE_WAIT = 60.0
 # Bounds a TTL before it becomes a timedelta (which overflows near 2.7e12 s); anything this
 # large fails validation as "ttl is too large" anyway.
 _TTL_CLAMP_SECONDS = 10.0**9
@@ -154,29 +156,31 @@ class DiscoveryService:
 
     async def admit(self, client_ip: IPAddress | None, *, wait_up_to: float | None = 0.0) -> None:
         """Take a rate-limit token for `client_ip`, waiting up to `wait_up_to` seconds for one
-        (None: as long as it takes); raises RateLimited. Clients without an IP pass."""
+        (None: up to a minute); raises RateLimited. Clients without an IP pass. IPv6 clients
+        are limited per /64: a subscriber holds a whole /64, one bucket per address would hand
+        one attacker 2**64 budgets."""
         if client_ip is None or self._limiter.rate <= 0:
             return
-        while (wait := self._limiter.acquire(client_ip, self._monotonic())) > 0:
-            if wait_up_to is not None and wait > wait_up_to:
-                self._metrics.rate_limited.inc()
-                message = (
-                    "rate limit exceeded"
-                    if wait_up_to == 0
-                    else "rate limit exceeds request timeout"
-                )
-                raise RateLimited(message, retry_after=wait)
-            # Tokens are not reserved, so concurrent waiters may race: re-check after sleeping.
+        key: object = client_ip
+        if client_ip.version == 6:
+            key = IPv6Network((int(client_ip) >> 64 << 64, 64))
+        limit = _MAX_RATE_WAIT if wait_up_to is None else min(wait_up_to, _MAX_RATE_WAIT)
+        wait = self._limiter.reserve(key, self._monotonic(), limit)
+        if wait is None:
+            self._metrics.rate_limited.inc()
+            retry = self._limiter.acquire(key, self._monotonic())
+            if wait_up_to == 0:
+                raise RateLimited("rate limit exceeded", retry_after=retry)
+            raise RateLimited("rate limit exceeds request timeout", retry_after=retry)
+        if wait > 0:
             await asyncio.sleep(wait)
-            if wait_up_to is not None:
-                wait_up_to -= wait
 
     # -- requests --------------------------------------------------------------------------
 
     def hello(
         self, cluster_id: str, client_version: str, client_ip: IPAddress | None
     ) -> HelloResult:
-        self._metrics.hello.labels(parse_client_version(client_version)).inc()
+        self._metrics.count_hello(client_version)
         validate.cluster_id(cluster_id, self._limits)
         return HelloResult(
             client_ip=None if self._options.disable_client_ip else client_ip,

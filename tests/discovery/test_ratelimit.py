@@ -28,3 +28,19 @@ def test_idle_clients_are_forgotten() -> None:
     assert len(limiter) == 1
     assert limiter.collect_garbage(10.0) == 1
     assert len(limiter) == 0
+
+
+def test_a_reservation_is_a_slot_of_its_own() -> None:
+    limiter = RateLimiter(rate=2.0, burst=1)
+    assert limiter.reserve("a", 0.0, max_wait=10) == 0.0
+    # Three waiters arriving together get consecutive slots: each sleeps once, none polls.
+    assert [limiter.reserve("a", 0.0, max_wait=10) for _ in range(3)] == [0.5, 1.0, 1.5]
+    assert limiter.reserve("a", 0.0, max_wait=1.9) is None  # would wait 2.0: refused...
+    assert limiter.reserve("a", 0.0, max_wait=2.0) == 2.0  # ...and took nothing
+    assert limiter.reserve("b", 0.0, max_wait=0) == 0.0
+
+
+def test_zero_rate_reserves_nothing() -> None:
+    limiter = RateLimiter(rate=0.0, burst=1)
+    assert limiter.reserve("a", 0.0, max_wait=0) == 0.0
+    assert len(limiter) == 0
