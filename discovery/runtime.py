@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from prometheus_client import make_asgi_app
 
 from discovery.core.clock import Clock, Monotonic, system_clock
+from discovery.core.errors import DamagedState
 from discovery.core.maintenance import Maintenance, MaintenanceOptions
 from discovery.core.metrics import Metrics
 from discovery.core.service import DiscoveryService
@@ -31,6 +32,7 @@ from discovery.http.listener import HttpListener
 from discovery.http.tls import reload_on_change
 from discovery.settings import Settings
 from discovery.startup import StartupError, bind, check_tls_pair
+from membership.codec import CodecError
 from storage import SoleLeader, Storage, open_storage
 from storage.base import EventLog
 from storage.errors import InvalidStorageURL, StorageError, StorageUnavailable
@@ -144,7 +146,12 @@ class Runtime:
                 clock=self._clock,
                 monotonic=self._monotonic,
             )
-            await core.load()
+            try:
+                await core.load()
+            except (CodecError, DamagedState, StorageError) as exc:
+                # Serving a state that does not add up is worse than not serving: exit, so
+                # the supervisor alerts (or restores) instead of nodes trusting it.
+                raise StartupError(f"cannot load the stored state: {exc}") from None
             self._core = core
             self._maintenance = Maintenance(
                 core,

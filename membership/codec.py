@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
+import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +27,8 @@ from membership.events import (
 from membership.model import Affiliate, Endpoint
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CHECKED = b"\x01"
+_CRC = struct.Struct("<I")
 
 
 class CodecError(ValueError):
@@ -97,13 +101,33 @@ def encode_event(event: Event) -> bytes:
                 "down_from": time_to_micros(event.down_from),
                 "down_until": time_to_micros(event.down_until),
             }
-    return json.dumps(body, separators=(",", ":")).encode()
+    return _checked(event_type(event), json.dumps(body, separators=(",", ":")).encode())
+
+
+def _checked(type_name: str, body: bytes) -> bytes:
+    # A flipped bit in stored JSON can leave JSON that parses as a different event, so each
+    # payload carries a CRC-32 of its type and body: 0x01, u32 little-endian, body.
+    crc = zlib.crc32(body, zlib.crc32(type_name.encode()))
+    return _CHECKED + _CRC.pack(crc) + body
+
+
+def _verified(type_name: str, payload: bytes) -> bytes:
+    if not payload.startswith(_CHECKED):
+        return payload  # written before payloads were checksummed: plain JSON
+    body = payload[1 + _CRC.size :]
+    if len(payload) < 1 + _CRC.size or _CRC.unpack_from(payload, 1)[0] != zlib.crc32(
+        body, zlib.crc32(type_name.encode())
+    ):
+        raise CodecError(f"damaged {type_name} payload (checksum mismatch)")
+    return body
 
 
 def decode_event(type_name: str, payload: bytes) -> Event:
-    """Inverse of encode_event; raises CodecError for unknown types or malformed payloads."""
+    """Inverse of encode_event; raises CodecError for unknown types, damaged or malformed
+    payloads. Plain JSON payloads (stored before checksums existed) still decode."""
+    verified = _verified(type_name, payload)
     try:
-        body = json.loads(payload)
+        body = json.loads(verified)
         match type_name:
             case "AffiliateUpdated":
                 return AffiliateUpdated(affiliate=affiliate_from_dict(body["affiliate"]))

@@ -5,6 +5,8 @@ ServiceError
 ├── ResourceExhausted   a capacity limit was hit (HTTP 422, gRPC RESOURCE_EXHAUSTED)
 ├── RateLimited         too many requests from one client IP (HTTP 429, gRPC RESOURCE_EXHAUSTED)
 └── NotReady            storage is unavailable or the projection is still loading (503, UNAVAILABLE)
+
+DamagedState            the stored state does not add up; the process refuses to serve it
 """
 
 from __future__ import annotations
@@ -36,3 +38,7 @@ class RateLimited(ServiceError):
 
 class NotReady(ServiceError):
     code = "unavailable"
+
+
+class DamagedState(Exception):
+    """The log or a snapshot does not add up (a gap, a bad checksum): never served."""

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Sequence
 
 from discovery.core.changes import Change, change_of
+from discovery.core.errors import DamagedState
 from membership.codec import decode_event
 from membership.events import Event
 from membership.model import ClusterView
@@ -51,6 +52,14 @@ class Projection:
         for record in stored:
             if record.revision <= self.head:
                 continue  # already folded (a catch-up read overlapping the live tail)
+            if record.revision != self.head + 1:
+                # Revisions are gap-free and compaction only removes what a snapshot covers:
+                # a hole means lost or damaged rows, and folding past it would serve state
+                # that never was.
+                raise DamagedState(
+                    f"the event log has a gap: revision {self.head + 1} is missing"
+                    f" (the next one is {record.revision})"
+                )
             event = self._own.pop(record.revision, None) or decode_event(record.type, record.data)
             fold(self.views, record.stream, event, record.revision)
             self.head = record.revision

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -106,10 +108,35 @@ GOLDEN = [
 ]
 
 
+def _checked(type_name: str, body: bytes) -> bytes:
+    return b"\x01" + struct.pack("<I", zlib.crc32(type_name.encode() + body)) + body
+
+
 @pytest.mark.parametrize(("event", "payload"), GOLDEN)
 def test_event_encoding(event: Event, payload: str) -> None:
-    assert encode_event(event) == payload.encode()
+    assert encode_event(event) == _checked(event_type(event), payload.encode())
+    assert decode_event(event_type(event), encode_event(event)) == event
+    # Payloads stored before the checksum existed are plain JSON, and still load.
     assert decode_event(event_type(event), payload.encode()) == event
+
+
+def test_every_flipped_bit_of_a_payload_is_detected() -> None:
+    event = AffiliateUpdated(affiliate=AFFILIATE)
+    payload = encode_event(event)
+    for i in range(len(payload)):
+        for bit in range(8):
+            damaged = bytearray(payload)
+            damaged[i] ^= 1 << bit
+            with pytest.raises(CodecError):
+                decode_event("AffiliateUpdated", bytes(damaged))
+
+
+def test_a_payload_under_another_type_name_is_detected() -> None:
+    payload = encode_event(AffiliateDeleted(affiliate_id="a"))
+    with pytest.raises(CodecError, match="checksum"):
+        decode_event("AffiliateExpired", payload)
+    with pytest.raises(CodecError, match="checksum"):
+        decode_event("AffiliateDeleted", payload[:3])
 
 
 def test_event_type_is_the_class_name() -> None:
