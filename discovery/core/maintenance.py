@@ -16,6 +16,7 @@ from typing import Protocol
 
 from discovery.core.clock import Clock, Monotonic, system_clock
 from discovery.core.errors import NotReady
+from discovery.core.health import StorageHealth
 from discovery.core.metrics import Metrics
 from membership.commands import collect_garbage
 from membership.events import GLOBAL_STREAM, AffiliateExpired, DowntimeCredited, Event
@@ -49,6 +50,9 @@ class MaintainedState(Protocol):
 
     async def catch_up(self) -> None: ...
 
+    @property
+    def health(self) -> StorageHealth: ...
+
 
 class Maintenance:
     def __init__(
@@ -70,6 +74,7 @@ class Maintenance:
         self._clock = clock
         self._monotonic = monotonic
         self._leading = False
+        self._skipping = False
         self._next_gc = 0.0
         self._next_snapshot = 0.0
 
@@ -96,7 +101,13 @@ class Maintenance:
                     self._next_gc = 0.0
                     self._next_snapshot = self._monotonic() + self._options.snapshot_interval
             if self._leading:
-                await self._log.mark_alive(self._clock())
+                try:
+                    await self._log.mark_alive(self._clock())
+                except StorageError as exc:
+                    self._state.health.write_failed(exc)
+                    raise
+                # The mark is a write: it tells a core whose writes failed that they work again.
+                self._state.health.write_succeeded()
                 now = self._monotonic()
                 if now >= self._next_gc:
                     await self.collect_garbage()
@@ -104,8 +115,15 @@ class Maintenance:
                 if now >= self._next_snapshot:
                     await self.snapshot()
                     self._next_snapshot = now + self._options.snapshot_interval
+            if self._skipping:
+                log.info("maintenance resumed")
+            self._skipping = False
         except (StorageError, NotReady) as exc:
-            log.warning("maintenance skipped", extra={"error": str(exc)})
+            # Once per outage, not once per heartbeat: a full disk would flood the log.
+            if not self._skipping:
+                log.warning("maintenance skipped", extra={"error": str(exc)})
+            self._skipping = True
+            return
         except Exception:  # a bug here must not stop expiry for good
             log.exception("maintenance failed")
 

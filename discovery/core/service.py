@@ -19,6 +19,7 @@ from discovery.core import validate
 from discovery.core.changes import WatchMessage
 from discovery.core.clock import Clock, Monotonic, system_clock
 from discovery.core.errors import InvalidArgument, NotReady, RateLimited, ResourceExhausted
+from discovery.core.health import StorageHealth
 from discovery.core.hub import WatchHub
 from discovery.core.metrics import Metrics
 from discovery.core.projection import Projection
@@ -26,12 +27,12 @@ from discovery.core.ratelimit import RateLimiter
 from discovery.core.values import CoreOptions, CoreStatus, HelloResult, HistoryEntry
 from discovery.core.watching import watch_cluster
 from membership import commands
-from membership.codec import decode_event, encode_event, event_type
+from membership.codec import encode_event, event_type
 from membership.errors import DomainError, TTLTooLarge
-from membership.events import AffiliateUpdated, EndpointsExpired, Event
+from membership.events import Event
 from membership.model import Affiliate, ClusterView, UpdateRequest
 from membership.snapshot import decode_snapshot
-from storage.base import EventLog, NewEvent, StoredEvent
+from storage.base import EventLog, NewEvent
 from storage.errors import Conflict, Rejected, StorageError
 
 log = logging.getLogger("discovery")
@@ -74,7 +75,7 @@ class DiscoveryService:
         self._hub = WatchHub(self._projection, self._options.watch_buffer)
         self._limiter = RateLimiter(self._options.rate_limit, self._options.rate_burst)
         self._loaded = False
-        self._storage_ok = True
+        self._health = StorageHealth()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         metrics.watch_state(self._state_gauges)
 
@@ -113,18 +114,17 @@ class DiscoveryService:
                     self._projection.apply(batch)
                 else:
                     await self._log.wait_for(self._projection.head, timeout=5.0)
-                self._storage_ok, backoff = True, 0.1
+                self._health.read_succeeded()
+                backoff = 0.1
             except StorageError as exc:
-                if self._storage_ok:
-                    log.warning("event log unavailable", extra={"error": str(exc)})
-                self._storage_ok = False
+                self._health.read_failed(exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             except Exception:
                 # A bug or a damaged event must not silently stop the projection: report
                 # not-ready (so load balancers drain this replica) and keep retrying.
                 log.exception("log tail failed")
-                self._storage_ok = False
+                self._health.read_failed("the log tail failed")
                 await asyncio.sleep(5.0)
 
     def close_watches(self) -> None:
@@ -139,7 +139,8 @@ class DiscoveryService:
         clusters, affiliates, endpoints = self._projection.counts()
         return CoreStatus(
             loaded=self._loaded,
-            storage_ok=self._storage_ok,
+            storage_ok=self._health.reads_ok and self._health.writes_ok,
+            storage_reason=self._health.reason,
             leader=self._leading(),
             revision=self._projection.head,
             clusters=clusters,
@@ -149,8 +150,14 @@ class DiscoveryService:
         )
 
     def _check_ready(self) -> None:
-        if not (self._loaded and self._storage_ok):
+        # Reads need only a readable log: they keep serving while writes fail.
+        if not (self._loaded and self._health.reads_ok):
             raise NotReady("the event log is unavailable, try again later")
+
+    @property
+    def health(self) -> StorageHealth:
+        """Where maintenance reports the outcome of its own writes (the liveness mark)."""
+        return self._health
 
     # -- admission -------------------------------------------------------------------------
 
@@ -264,8 +271,9 @@ class DiscoveryService:
             log.warning("append refused by storage", extra={"stream": stream, "error": str(exc)})
             raise InvalidArgument(f"the request was refused by storage: {exc}") from exc
         except StorageError as exc:
-            self._storage_ok = False
-            raise NotReady("the event log is unavailable, try again later") from exc
+            self._health.write_failed(exc)
+            raise NotReady("the event log does not take writes now, try again later") from exc
+        self._health.write_succeeded()
         self._metrics.append_seconds.observe(time.perf_counter() - started)
         self._projection.expect(revision, events)
         try:
@@ -304,7 +312,7 @@ class DiscoveryService:
             records = await self._log.read(after, limit, stream=cluster_id)
         except StorageError as exc:
             raise NotReady("the event log is unavailable, try again later") from exc
-        return horizon, [_history_entry(r) for r in records]
+        return horizon, [HistoryEntry.of(r) for r in records]
 
     # -- watch -----------------------------------------------------------------------------
 
@@ -339,12 +347,3 @@ class DiscoveryService:
             "discovery_state_subscriptions": status.watchers,
             "discovery_log_head": status.revision,
         }
-
-
-def _history_entry(record: StoredEvent) -> HistoryEntry:
-    event = decode_event(record.type, record.data)
-    affiliate = event.affiliate if isinstance(event, AffiliateUpdated | EndpointsExpired) else None
-    affiliate_id = getattr(event, "affiliate_id", None) or (affiliate.id if affiliate else None)
-    return HistoryEntry(
-        record.revision, record.type, record.recorded_at, event, affiliate_id, affiliate
-    )

@@ -7,9 +7,11 @@ from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
 
 from membership import limits as L
-from membership.events import Event
+from membership.codec import decode_event
+from membership.events import AffiliateUpdated, EndpointsExpired, Event
 from membership.limits import DEFAULT_LIMITS, Limits
 from membership.model import Affiliate
+from storage.base import StoredEvent
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,6 +36,7 @@ class CoreStatus:
     affiliates: int
     endpoints: int
     watchers: int
+    storage_reason: str = ""
 
     @property
     def ready(self) -> bool:
@@ -44,7 +47,7 @@ class CoreStatus:
         """Why the core is not ready ("" when it is)."""
         if not self.loaded:
             return "loading"
-        return "" if self.storage_ok else "event log unavailable"
+        return "" if self.storage_ok else self.storage_reason or "event log unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +66,13 @@ class HistoryEntry:
     event: Event
     affiliate_id: str | None
     affiliate: Affiliate | None
+
+    @classmethod
+    def of(cls, record: StoredEvent) -> HistoryEntry:
+        """Decode a stored event; raises CodecError when it is damaged."""
+        event = decode_event(record.type, record.data)
+        affiliate = (
+            event.affiliate if isinstance(event, AffiliateUpdated | EndpointsExpired) else None
+        )
+        affiliate_id = getattr(event, "affiliate_id", None) or (affiliate.id if affiliate else None)
+        return cls(record.revision, record.type, record.recorded_at, event, affiliate_id, affiliate)

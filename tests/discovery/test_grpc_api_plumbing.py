@@ -26,7 +26,7 @@ async def test_storage_outage_is_unavailable(
     live: GrpcLive, client: cluster_pb2_grpc.ClusterStub
 ) -> None:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(live.service, "_storage_ok", False)
+        patch.setattr(live.service.health, "reads_ok", False)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await client.List(pb.ListRequest(cluster_id="c"))
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
