@@ -40,6 +40,7 @@ log = logging.getLogger("discovery")
 _READ_BATCH = 2000
 _CONFLICT_RETRIES = 8
 _APPLY_TIMEOUT = 30.0
+_MAX_REVISION = 2**63 - 1
 # Longest a call may wait for a rate-limit token: bounds the reservations one client can hold.
 _MAX_RATE_WAIT = 60.0
 # Bounds a TTL before it becomes a timedelta (which overflows near 2.7e12 s); anything this
@@ -158,8 +159,6 @@ class DiscoveryService:
     def health(self) -> StorageHealth:
         """Where maintenance reports the outcome of its own writes (the liveness mark)."""
         return self._health
-
-    # -- admission -------------------------------------------------------------------------
 
     async def admit(self, client_ip: IPAddress | None, *, wait_up_to: float | None = 0.0) -> None:
         """Take a rate-limit token for `client_ip`, waiting up to `wait_up_to` seconds for one
@@ -307,6 +306,7 @@ class DiscoveryService:
         """(horizon, the cluster's events after `after`); events <= horizon may be gone."""
         validate.cluster_id(cluster_id, self._limits)
         self._check_ready()
+        after = min(after, _MAX_REVISION)  # 64-bit signed in every backend
         try:
             horizon = await self._log.horizon()
             records = await self._log.read(after, limit, stream=cluster_id)

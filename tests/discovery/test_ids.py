@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -54,3 +55,16 @@ async def test_hello_with_an_unusable_cluster_id(
     r = await client.post("/v1/hello", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "invalid_argument"
+
+
+@pytest.mark.parametrize("after", [2**63 - 1, 2**63, 10**30])
+async def test_history_after_any_revision(tmp_path: Path, after: int) -> None:
+    # On SQLite: a revision past 64 bits used to overflow the query (a 500).
+    settings = Settings(rate_limit=0, storage=f"sqlite:///{tmp_path}/events.db")
+    async with in_process(settings) as runtime:
+        app = create_app(runtime.core, settings, runtime.metrics)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            r = await http.get("/v1/clusters/c/events", params={"after": after})
+    assert r.status_code == 200, r.text
+    assert r.json()["events"] == []
