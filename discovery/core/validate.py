@@ -7,6 +7,10 @@ from collections.abc import Sequence
 from discovery.core.errors import InvalidArgument
 from membership.limits import Limits
 
+# How many endpoints one request may carry, as a multiple of the per-affiliate limit (so the
+# upstream answer for 65 endpoints, "too many endpoints in the affiliate", is unchanged).
+ENDPOINTS_PER_REQUEST_FACTOR = 4
+
 
 def _identifier(value: str, max_bytes: int, what: str) -> str:
     if not value:
@@ -41,7 +45,12 @@ def affiliate_data(value: bytes | None, limits: Limits) -> bytes | None:
 
 
 def endpoints(values: Sequence[bytes], limits: Limits) -> tuple[bytes, ...]:
-    """The sealed endpoints if each is within the size limit; raises InvalidArgument."""
+    """The sealed endpoints if each is within the size limit; raises InvalidArgument.
+
+    A request may repeat endpoints the affiliate has (they merge), but not without bound:
+    deduplicating a million copies costs a real share of a core for one request."""
+    if len(values) > limits.affiliate_endpoints_max * ENDPOINTS_PER_REQUEST_FACTOR:
+        raise InvalidArgument("too many endpoints in the request")
     for blob in values:
         if len(blob) > limits.affiliate_endpoint_max:
             raise InvalidArgument("affiliate endpoint is too big")

@@ -36,6 +36,8 @@ SERVICE = "sidero.discovery.server.Cluster"
 # Each change's WatchResponse, encoded once and shared by every gRPC watcher of the cluster.
 _frames: weakref.WeakKeyDictionary[Change, bytes] = weakref.WeakKeyDictionary()
 
+MAX_REQUEST_BYTES = 64 * 1024
+
 _OPTIONS: list[tuple[str, int]] = [
     # Upstream lowered its gRPC buffers to 16 KiB for "lots of connections with relatively low
     # traffic" (commit 196c609). grpc core exposes the read side only: the write-side
@@ -49,6 +51,9 @@ _OPTIONS: list[tuple[str, int]] = [
     # grpc sets SO_REUSEPORT by default: a second server on the same port would silently
     # share its connections instead of failing to start.
     ("grpc.so_reuseport", 0),
+    # The largest valid request is a few KiB (2 KiB of data, 64 endpoints of 32 bytes): the
+    # default 4 MiB let one call cost a real share of a core to decode and deduplicate.
+    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
 ]
 
 

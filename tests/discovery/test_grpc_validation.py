@@ -317,3 +317,20 @@ async def test_concurrent_waiters_all_get_through_in_time() -> None:
         client = stub(channel)
         async with asyncio.timeout(10):
             await asyncio.gather(*(_hello(client, 5.0) for _ in range(10)))
+
+
+async def test_an_oversized_message_is_refused_and_the_server_keeps_serving() -> None:
+    from discovery.grpc.server import MAX_REQUEST_BYTES
+
+    async with grpc_live() as live, live.channel() as channel:
+        client = stub(channel)
+        huge = upd(endpoints=(b"e" * 8,) * (MAX_REQUEST_BYTES // 10))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await client.AffiliateUpdate(huge)
+        assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        many = upd(endpoints=(b"same",) * 257)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await client.AffiliateUpdate(many)
+        assert caught.value.code() is INVALID
+        assert caught.value.details() == "too many endpoints in the request"
+        await client.AffiliateUpdate(upd(endpoints=(b"same",) * 256))
