@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import socket
 import time
 from types import TracebackType
@@ -48,11 +49,27 @@ def core_options(settings: Settings) -> CoreOptions:
     return CoreOptions(
         limits=settings.limits(),
         watch_buffer=settings.watch_buffer,
+        watches_per_client=settings.max_watches_per_client,
+        watches=settings.max_watches or _watch_cap(),
+        watch_lifetime=settings.watch_lifetime,
         rate_limit=settings.rate_limit,
         rate_burst=settings.rate_burst,
         redirect_endpoint=settings.redirect_endpoint,
         disable_client_ip=settings.disable_client_ip,
     )
+
+
+def _watch_cap() -> int:
+    """Open watches the descriptor limit affords, after raising the soft limit to the hard
+    one (as Go's runtime does): streams beyond it would starve every other connection."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    # Keep a fifth (at least 100) for listeners, storage, other clients and their requests.
+    return max(1, soft - max(100, soft // 5))
 
 
 class Runtime:

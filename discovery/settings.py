@@ -34,6 +34,15 @@ class Settings(BaseSettings):
 
     rate_limit: float = Field(L.IP_RATE_PER_SECOND, ge=0, description="requests/s per IP, 0=off")
     rate_burst: int = Field(L.IP_RATE_BURST, ge=1)
+    max_watches_per_client: int = Field(
+        L.CLUSTER_AFFILIATES_MAX, ge=0, description="open watches per client IP (/64), 0=off"
+    )
+    max_watches: int = Field(
+        0, ge=0, description="open watches in total, 0=from the descriptor limit"
+    )
+    watch_lifetime: float = Field(
+        3600.0, gt=0, description="seconds before a watch is ended (clients resume)"
+    )
     watch_buffer: int = Field(
         L.WATCH_BUFFER, ge=1, description="queued changes per watcher before catch-up"
     )

@@ -13,17 +13,17 @@ import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import timedelta
-from ipaddress import IPv4Address, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv6Address
 
 from discovery.core import validate
+from discovery.core.admission import Admission
 from discovery.core.changes import WatchMessage
 from discovery.core.clock import Clock, Monotonic, system_clock
-from discovery.core.errors import InvalidArgument, NotReady, RateLimited, ResourceExhausted
+from discovery.core.errors import InvalidArgument, NotReady, ResourceExhausted
 from discovery.core.health import StorageHealth
 from discovery.core.hub import WatchHub
 from discovery.core.metrics import Metrics
 from discovery.core.projection import Projection
-from discovery.core.ratelimit import RateLimiter
 from discovery.core.values import CoreOptions, CoreStatus, HelloResult, HistoryEntry
 from discovery.core.watching import watch_cluster
 from membership import commands
@@ -41,8 +41,6 @@ _READ_BATCH = 2000
 _CONFLICT_RETRIES = 8
 _APPLY_TIMEOUT = 30.0
 _MAX_REVISION = 2**63 - 1
-# Longest a call may wait for a rate-limit token: bounds the reservations one client can hold.
-_MAX_RATE_WAIT = 60.0
 # Bounds a TTL before it becomes a timedelta (which overflows near 2.7e12 s); anything this
 # large fails validation as "ttl is too large" anyway.
 _TTL_CLAMP_SECONDS = 10.0**9
@@ -74,7 +72,7 @@ class DiscoveryService:
         self._leading = leading
         self._projection = Projection()
         self._hub = WatchHub(self._projection, self._options.watch_buffer)
-        self._limiter = RateLimiter(self._options.rate_limit, self._options.rate_burst)
+        self._admission = Admission(self._options, metrics, monotonic)
         self._loaded = False
         self._health = StorageHealth()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -134,7 +132,7 @@ class DiscoveryService:
 
     def forget_idle_clients(self) -> int:
         """Drop the rate-limit state of clients that went quiet; returns how many."""
-        return self._limiter.collect_garbage(self._monotonic())
+        return self._admission.forget_idle_clients()
 
     def status(self) -> CoreStatus:
         clusters, affiliates, endpoints = self._projection.counts()
@@ -161,25 +159,8 @@ class DiscoveryService:
         return self._health
 
     async def admit(self, client_ip: IPAddress | None, *, wait_up_to: float | None = 0.0) -> None:
-        """Take a rate-limit token for `client_ip`, waiting up to `wait_up_to` seconds for one
-        (None: up to a minute); raises RateLimited. Clients without an IP pass. IPv6 clients
-        are limited per /64: a subscriber holds a whole /64, one bucket per address would hand
-        one attacker 2**64 budgets."""
-        if client_ip is None or self._limiter.rate <= 0:
-            return
-        key: object = client_ip
-        if client_ip.version == 6:
-            key = IPv6Network((int(client_ip) >> 64 << 64, 64))
-        limit = _MAX_RATE_WAIT if wait_up_to is None else min(wait_up_to, _MAX_RATE_WAIT)
-        wait = self._limiter.reserve(key, self._monotonic(), limit)
-        if wait is None:
-            self._metrics.rate_limited.inc()
-            retry = self._limiter.acquire(key, self._monotonic())
-            if wait_up_to == 0:
-                raise RateLimited("rate limit exceeded", retry_after=retry)
-            raise RateLimited("rate limit exceeds request timeout", retry_after=retry)
-        if wait > 0:
-            await asyncio.sleep(wait)
+        """Take a rate-limit token for `client_ip` (see Admission.admit); raises RateLimited."""
+        await self._admission.admit(client_ip, wait_up_to=wait_up_to)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -317,22 +298,36 @@ class DiscoveryService:
     # -- watch -----------------------------------------------------------------------------
 
     async def watch(
-        self, cluster_id: str, *, since: int | None = None, idle: float | None = None
+        self,
+        cluster_id: str,
+        *,
+        since: int | None = None,
+        idle: float | None = None,
+        client_ip: IPAddress | None = None,
     ) -> AsyncGenerator[WatchMessage | None, None]:
         """A snapshot (or, with `since`, exactly the changes after it), then live changes.
 
         Yields None after `idle` seconds without a change, so callers can send keep-alives.
-        Validation and readiness are checked at the first pull.
+        Validation, readiness and the stream caps are checked at the first pull; the stream
+        ends after the configured lifetime (clients resume where they were).
         """
         validate.cluster_id(cluster_id, self._limits)
         self._check_ready()
+        client = self._admission.open_stream(client_ip)
+        lifetime = self._options.watch_lifetime
+        # Wake at least once a lifetime, so a quiet stream ends on time too.
+        idle = lifetime if idle is None else min(idle, lifetime)
         stream = watch_cluster(
             self._hub, self._log, cluster_id, since=since, idle=idle, on_catch_up=self._caught_up
         )
+        ends = self._monotonic() + lifetime
         try:
             async for message in stream:
                 yield message
+                if self._monotonic() >= ends:
+                    return
         finally:
+            self._admission.close_stream(client)
             await stream.aclose()
 
     def _caught_up(self) -> None:

@@ -20,6 +20,10 @@ class CoreOptions:
     watch_buffer: int = L.WATCH_BUFFER
     rate_limit: float = L.IP_RATE_PER_SECOND
     rate_burst: int = L.IP_RATE_BURST
+    # 0 disables a cap. A NATed cluster's nodes share one address, hence the generous default.
+    watches_per_client: int = L.CLUSTER_AFFILIATES_MAX
+    watches: int = 0
+    watch_lifetime: float = 3600.0
     redirect_endpoint: str = ""
     disable_client_ip: bool = False
 

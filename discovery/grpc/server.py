@@ -143,7 +143,7 @@ class ClusterServicer:
         """One message with the whole snapshot (even when empty), then one per change."""
         task = asyncio.current_task()
         assert task is not None
-        stream = self._service.watch(request.cluster_id)
+        stream = self._service.watch(request.cluster_id, client_ip=call.client_ip)
         self._watches.add(task)
         try:
             # The first pull validates and subscribes: errors surface before anything is sent.

@@ -7,12 +7,12 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from discovery.core.changes import Change, WatchMessage, WatchSnapshot
 from discovery.core.errors import InvalidArgument
-from discovery.http.deps import AdmittedCoreDep, path_id
+from discovery.http.deps import AdmittedCoreDep, client_ip_of, path_id
 from discovery.http.schemas import AffiliateOut
 
 router = APIRouter(prefix="/v1/clusters", tags=["watch"])
@@ -56,7 +56,8 @@ def _resume_point(since: int | None, last_event_id: str | None) -> int | None:
         return since
     if last_event_id is None or last_event_id == "":
         return None
-    if not last_event_id.isdigit():
+    # isascii: str.isdigit() also accepts digits such as "²" that int() refuses.
+    if not (last_event_id.isascii() and last_event_id.isdigit()):
         raise InvalidArgument("Last-Event-ID must be a revision number")
     return int(last_event_id)
 
@@ -64,6 +65,7 @@ def _resume_point(since: int | None, last_event_id: str | None) -> int | None:
 @router.get("/{cluster}/watch", response_class=StreamingResponse)
 async def watch(
     cluster: str,
+    request: Request,
     core: AdmittedCoreDep,
     since: Annotated[int | None, Query(ge=0, description="resume after this revision")] = None,
     last_event_id: Annotated[str | None, Header()] = None,
@@ -73,6 +75,7 @@ async def watch(
         path_id(cluster, "cluster ID"),
         since=_resume_point(since, last_event_id),
         idle=HEARTBEAT_SECONDS,
+        client_ip=client_ip_of(request),
     )
     # Pull the first message now, so a bad cluster id or an unready service is an HTTP error
     # rather than a stream that ends at once.

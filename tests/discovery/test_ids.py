@@ -13,7 +13,7 @@ import pytest
 from discovery.http.app import create_app
 from discovery.settings import Settings
 from storage.memory import MemoryEventLog
-from tests.support.live import in_process
+from tests.support.live import in_process, live_server
 
 pytestmark = pytest.mark.anyio
 
@@ -68,3 +68,14 @@ async def test_history_after_any_revision(tmp_path: Path, after: int) -> None:
             r = await http.get("/v1/clusters/c/events", params={"after": after})
     assert r.status_code == 200, r.text
     assert r.json()["events"] == []
+
+
+@pytest.mark.parametrize("last_event_id", ["²", "1²", "٣", "-1", "1.5"])
+async def test_a_last_event_id_that_is_no_revision(last_event_id: str) -> None:
+    # "²".isdigit() is True but int("²") fails: this used to be a 500.
+    async with live_server() as live, httpx.AsyncClient(base_url=live.url, timeout=5) as http:
+        r = await http.get(
+            "/v1/clusters/c/watch", headers={b"Last-Event-ID": last_event_id.encode()}
+        )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"] == "Last-Event-ID must be a revision number"
