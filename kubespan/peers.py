@@ -1,6 +1,9 @@
 """Desired WireGuard peers from discovered affiliates (Talos PeerSpecController), and the
 endpoints this node publishes about itself (Talos LocalAffiliateController).
 
+Unlike Talos, a record's claims are not taken on trust: peer_rules.py refuses unusable keys,
+endpoints and routes, and build_peers() decides contested addresses so that no member can take
+another node's addresses or tunnel (docs/operations.md, "Hostile members").
 See reference/talos-kubespan.md 1.3 and 3.2.
 """
 
@@ -99,12 +102,15 @@ def _label(record: AffiliateRecord) -> str:
 
 
 def _candidate(
-    key: str, affiliates: list[DecodedAffiliate], before: PeerSpec | None, rules: ClaimRules
+    key: str,
+    affiliates: list[DecodedAffiliate],
+    before: PeerSpec | None,
+    rules: ClaimRules,
+    never: IPSet,
 ) -> _Candidate:
     if before is not None:
         # The record that had this key on the previous pass stays its primary.
         affiliates.sort(key=lambda a: a.record.node_id != before.node_id)
-    never = rules.never_routed()
     owned, additional, address = IPSet(), IPSet(), None
     endpoints: list[EndpointAddr] = []
     warnings: list[str] = []
@@ -119,7 +125,7 @@ def _candidate(
         owned |= IPSet.of(record.addresses) - excluded - never
         mesh = rules.mesh_address(kubespan.address)
         if mesh is None and kubespan.address is not None:
-            warnings.append(f"mesh address {kubespan.address} is not ours to route; ignored")
+            warnings.append(f"mesh address {kubespan.address} not routed: outside the mesh or ours")
         if mesh is not None:
             # After the exclusion: the mesh address stays routable whatever a node excludes.
             owned |= IPSet.of([mesh])
@@ -186,8 +192,9 @@ def build_peers(
             continue
         groups.setdefault(key, []).append(affiliate)
     before = {spec.public_key: spec for spec in previous}
+    never = rules.never_routed()
     candidates = sorted(
-        (_candidate(key, group, before.get(key), rules) for key, group in groups.items()),
+        (_candidate(key, group, before.get(key), rules, never) for key, group in groups.items()),
         key=lambda c: c.node_id,
     )
     claims = Claims()
@@ -196,7 +203,7 @@ def build_peers(
     # routed network may swallow them. They do not compete for node addresses, or a record
     # with a broken key could take a real node's address away from it.
     for record in others:
-        claims.take(IPSet.of(record.addresses) - rules.never_routed(), _label(record))
+        claims.take(IPSet.of(record.addresses) - never, _label(record))
     _resolve(claims, candidates, lambda c: c.additional)
     return PeerSet(tuple(_spec(c) for c in candidates), tuple(refused))
 

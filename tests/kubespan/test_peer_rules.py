@@ -133,11 +133,12 @@ def test_other_nodes_addresses_are_never_in_a_peers_allowed_ips() -> None:
     assert spec_b.allowed_ips == nets("10.1.1.1/32", f"{ula(2)}/128")
 
 
-def test_mesh_address_outside_the_mesh_prefix_is_not_routed() -> None:
-    peer = affiliate("p", key="kp", address=IPv6Address("2001:db8::1"))
-    [spec] = peer_specs("me", [peer], CONFIG)
+@pytest.mark.parametrize("address", [IPv6Address("2001:db8::1"), ula(1), MESH.network_address])
+def test_mesh_address_outside_the_mesh_prefix_or_ours_is_not_routed(address: IPv6Address) -> None:
+    peer = affiliate("p", key="kp", address=address)
+    [spec] = build_peers("me", [peer], CONFIG, own_addresses=[ula(1)]).specs
     assert spec.allowed_ips == () and spec.address is None
-    assert "mesh address 2001:db8::1 is not ours to route; ignored" in spec.warnings
+    assert f"mesh address {address} not routed: outside the mesh or ours" in spec.warnings
 
 
 @pytest.mark.parametrize("stolen", ["node", "mesh"])
