@@ -23,11 +23,12 @@ from pathlib import Path
 from discovery.client import connect
 from kubespan.addressing import eui64_address, first_mac, ula_prefix
 from kubespan.config import Config
-from kubespan.device import Device, MeshDevice
+from kubespan.device import Device, MeshDevice, PeerOpsError
 from kubespan.identity import Identity, load_or_create_identity
 from kubespan.own_record import VERSION, OwnRecord
+from kubespan.peer_rules import discovery_addresses
 from kubespan.peer_state import PeerTrack
-from kubespan.peers import PeerSpec, peer_specs
+from kubespan.peers import PeerSpec, Refused, build_peers
 from kubespan.reconcile import PassSettings, pass_settings, peer_pass
 from kubespan.session import Backoff, ClientFactory, Publication, Session, wait_event
 from kubespan.status import AgentStatus
@@ -86,6 +87,8 @@ class Agent:
         self.own: OwnRecord | None = None
         self._device_ready = False
         self.specs: list[PeerSpec] = []
+        self.refused: tuple[Refused, ...] = ()
+        """Records not made peers (a broken or unusable key), shown by `kubespan status`."""
         self.tracks: dict[str, PeerTrack] = {}
         self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -248,17 +251,33 @@ class Agent:
             # The link vanished (deleted by hand, wireguard-go killed): rebuild it next pass.
             self._device_ready = False
             raise WgError(["wg", "show"], 1, f"{self.interface} does not answer; recreating it")
-        specs = peer_specs(self.identity.node_id, self.merged().values(), self.config)
+        own = self.own.local.record.addresses if self.own and self.own.local else ()
+        peers = build_peers(
+            self.identity.node_id,
+            self.merged().values(),
+            self.config,
+            own_key=self.identity.public_key,
+            own_addresses=(*own, self.address) if self.address else own,
+            discovery=discovery_addresses(e.url for e in self.config.discovery.endpoints),
+            previous=self.specs,
+        )
+        specs, self.refused = list(peers.specs), peers.refused
         assert self._settings is not None
         step = peer_pass(specs, self.tracks, current, self._clock(), self._settings)
         for message in step.messages:
             log.info("%s", message)
         self.tracks, self.specs = step.tracks, specs
+        failed: PeerOpsError | None = None
         if step.ops:
-            await self.device.apply(step.ops)
+            try:
+                await self.device.apply(step.ops)
+            except PeerOpsError as exc:
+                failed = exc  # the other peers are configured: still route them
             log.info("reconfigured %s: %s", self.interface, step.summary)
         await self.device.set_routed(step.routed, self.mesh_prefix)
         self.passes += 1
+        if failed is not None:
+            raise failed
 
 
 def build_agent(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Protocol
 
 from kubespan import nft
 from kubespan.addressing import AddressInfo, LinkInfo, parse_ip_addr_json, parse_ip_link_json
-from kubespan.plan import CreateLink, Op, wg_set_argv
+from kubespan.plan import CreateLink, Op, SetDevice, wg_set_argv
 from kubespan.wg import Runner, WgError
 from kubespan.wgdump import DeviceState, parse_wg_dump
 from membership.record import IPNetwork
@@ -66,7 +66,8 @@ class MeshDevice(Protocol):
         ...
 
     async def apply(self, ops: Sequence[Op]) -> None:
-        """Apply planned ops in order; raises WgError at the first that fails."""
+        """Apply planned ops in order; a link or device failure raises WgError at once, peer
+        failures raise PeerOpsError after every other op was applied."""
         ...
 
     async def set_routed(self, networks: Iterable[IPNetwork], mesh_prefix: IPv6Network) -> bool:
@@ -78,6 +79,16 @@ class MeshDevice(Protocol):
         ...
 
 
+class PeerOpsError(WgError):
+    """Some peer ops failed and every other op was applied; `failed` maps key -> error."""
+
+    def __init__(self, failed: Mapping[str, WgError]) -> None:
+        self.failed = dict(failed)
+        first = next(iter(self.failed.values()))
+        detail = "; ".join(f"peer {key}: {err.stderr or err.rc}" for key, err in failed.items())
+        super().__init__(first.command, first.rc, f"{len(self.failed)} peer(s) failed: {detail}")
+
+
 async def apply(
     ops: Sequence[Op],
     runner: Runner,
@@ -86,14 +97,27 @@ async def apply(
     key_path: str | None = None,
     device: Device | None = None,
 ) -> None:
-    """Execute planned ops in order with `wg set` (CreateLink through `device`); WgError stops."""
+    """Execute planned ops in order with `wg set` (CreateLink through `device`).
+
+    A link or device op that fails raises its WgError at once: nothing after it can work.
+    A peer op that fails does not stop the others (one bad peer must never keep the rest of
+    the mesh down); PeerOpsError names every failed peer once all ops ran.
+    """
+    failed: dict[str, WgError] = {}
     for op in ops:
         if isinstance(op, CreateLink):
             if device is None:
                 raise ValueError("CreateLink needs the Device to create the link")
             await device.create()
             continue
-        await runner.run(wg_set_argv(op, psk_path, key_path))
+        try:
+            await runner.run(wg_set_argv(op, psk_path, key_path))
+        except WgError as exc:
+            if isinstance(op, SetDevice):
+                raise
+            failed[op.public_key] = exc
+    if failed:
+        raise PeerOpsError(failed)
 
 
 class Device:

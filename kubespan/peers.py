@@ -1,108 +1,41 @@
 """Desired WireGuard peers from discovered affiliates (Talos PeerSpecController), and the
 endpoints this node publishes about itself (Talos LocalAffiliateController).
 
+Unlike Talos, a record's claims are not taken on trust: peer_rules.py refuses unusable keys,
+endpoints and routes, and build_peers() decides contested addresses so that no member can take
+another node's addresses or tunnel (docs/operations.md, "Hostile members").
 See reference/talos-kubespan.md 1.3 and 3.2.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
-from ipaddress import (
-    IPv4Address,
-    IPv6Address,
-    ip_network,
-    summarize_address_range,
-)
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address
 
 from kubespan.addressing import ula_prefix
 from kubespan.config import Config, EndpointFilter
-from membership.record import DecodedAffiliate, EndpointAddr, IPAddress, IPNetwork
+from kubespan.ipset import Claims, IPSet, cidr_cover
+from kubespan.peer_rules import ClaimRules, additional_networks, key_problem
+from membership.record import (
+    AffiliateRecord,
+    DecodedAffiliate,
+    EndpointAddr,
+    IPAddress,
+    IPNetwork,
+)
 
-_Range = tuple[int, int]
-"""An inclusive range of addresses as integers, within one IP version."""
-
-
-@dataclass(frozen=True, slots=True)
-class IPSet:
-    """An immutable set of addresses (both versions), like Go's netipx.IPSet.
-
-    Stored as sorted, disjoint, non-adjacent inclusive integer ranges per version, which
-    makes union, difference and intersection linear merges and the CIDR cover exact.
-    """
-
-    v4: tuple[_Range, ...] = ()
-    v6: tuple[_Range, ...] = ()
-
-    @classmethod
-    def of(cls, networks: Iterable[IPNetwork | IPAddress]) -> IPSet:
-        ranges: dict[int, list[_Range]] = {4: [], 6: []}
-        for item in networks:
-            net = ip_network(item)
-            ranges[net.version].append((int(net.network_address), int(net.broadcast_address)))
-        return cls(_normalise(ranges[4]), _normalise(ranges[6]))
-
-    def __bool__(self) -> bool:
-        return bool(self.v4 or self.v6)
-
-    def __or__(self, other: IPSet) -> IPSet:
-        return IPSet(_normalise([*self.v4, *other.v4]), _normalise([*self.v6, *other.v6]))
-
-    def __sub__(self, other: IPSet) -> IPSet:
-        return IPSet(_subtract(self.v4, other.v4), _subtract(self.v6, other.v6))
-
-    def __and__(self, other: IPSet) -> IPSet:
-        return self - (self - other)
-
-    def __contains__(self, address: object) -> bool:
-        if not isinstance(address, IPv4Address | IPv6Address):
-            return False
-        value = int(address)
-        ranges = self.v4 if address.version == 4 else self.v6
-        return any(lo <= value <= hi for lo, hi in ranges)
-
-    def prefixes(self) -> tuple[IPNetwork, ...]:
-        """The minimal CIDR cover, IPv4 first, each version in address order."""
-        out: list[IPNetwork] = []
-        for lo, hi in self.v4:
-            out.extend(summarize_address_range(IPv4Address(lo), IPv4Address(hi)))
-        for lo, hi in self.v6:
-            out.extend(summarize_address_range(IPv6Address(lo), IPv6Address(hi)))
-        return tuple(out)
-
-
-def _normalise(ranges: Iterable[_Range]) -> tuple[_Range, ...]:
-    merged: list[_Range] = []
-    for lo, hi in sorted(ranges):
-        if merged and lo <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
-        else:
-            merged.append((lo, hi))
-    return tuple(merged)
-
-
-def _subtract(keep: Sequence[_Range], remove: Sequence[_Range]) -> tuple[_Range, ...]:
-    out: list[_Range] = []
-    j = 0
-    for lo, hi in keep:
-        while j < len(remove) and remove[j][1] < lo:
-            j += 1
-        k = j
-        while lo <= hi and k < len(remove) and remove[k][0] <= hi:
-            r_lo, r_hi = remove[k]
-            if r_lo > lo:
-                out.append((lo, r_lo - 1))
-            lo = max(lo, r_hi + 1)
-            k += 1
-        if lo <= hi:
-            out.append((lo, hi))
-    return tuple(out)
-
-
-def cidr_cover(networks: Iterable[IPNetwork | IPAddress]) -> tuple[IPNetwork, ...]:
-    """Minimal CIDR cover of the union of `networks`, IPv4 first."""
-    return IPSet.of(networks).prefixes()
+__all__ = [
+    "IPSet",
+    "PeerSet",
+    "PeerSpec",
+    "Refused",
+    "build_peers",
+    "cidr_cover",
+    "filter_ips",
+    "local_endpoints",
+    "peer_specs",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,99 +49,203 @@ class PeerSpec:
     allowed_ips: tuple[IPNetwork, ...]
     endpoints: tuple[EndpointAddr, ...]
     overlap: tuple[IPNetwork, ...] = ()
-    """Addresses this peer published but an earlier peer (lower node id) keeps."""
+    """Addresses this peer published but another peer keeps (see build_peers)."""
     warnings: tuple[str, ...] = ()
 
 
-class _Claimed:
-    """Addresses already given to earlier peers, with their owners, for overlap lookups.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refused:
+    """A record that is not made a peer, and why; `kubespan status` lists them."""
 
-    The ranges are disjoint by construction (each peer only adds what nobody had), so a
-    bisect on range starts finds every overlap in O(log n) instead of rescanning all peers.
+    node_id: str
+    label: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSet:
+    """The desired peers in node id order, and the records refused as peers."""
+
+    specs: tuple[PeerSpec, ...]
+    refused: tuple[Refused, ...] = ()
+
+
+@dataclass(slots=True)
+class _Candidate:
+    """One public key's claims, from every record that publishes it (primary first)."""
+
+    key: str
+    records: list[AffiliateRecord]
+    address: IPv6Address | None
+    owned: IPSet
+    """Node addresses and the mesh address: what identifies a node."""
+    additional: IPSet
+    endpoints: tuple[EndpointAddr, ...]
+    before: IPSet
+    """What this key was given on the previous pass: an incumbent keeps it."""
+    warnings: list[str]
+    given: IPSet = field(default_factory=IPSet)
+    lost: IPSet = field(default_factory=IPSet)
+    owners: list[str] = field(default_factory=list)
+
+    @property
+    def node_id(self) -> str:
+        return self.records[0].node_id
+
+    @property
+    def label(self) -> str:
+        return _label(self.records[0])
+
+
+def _label(record: AffiliateRecord) -> str:
+    return record.nodename or record.hostname or record.node_id
+
+
+def _candidate(
+    key: str,
+    affiliates: list[DecodedAffiliate],
+    before: PeerSpec | None,
+    rules: ClaimRules,
+    never: IPSet,
+) -> _Candidate:
+    if before is not None:
+        # The record that had this key on the previous pass stays its primary.
+        affiliates.sort(key=lambda a: a.record.node_id != before.node_id)
+    owned, additional, address = IPSet(), IPSet(), None
+    endpoints: list[EndpointAddr] = []
+    warnings: list[str] = []
+    for affiliate in affiliates:
+        record, kubespan = affiliate.record, affiliate.record.kubespan
+        assert kubespan is not None, "build_peers() only groups records with a key"
+        excluded = IPSet.of(kubespan.exclude_advertised_addresses)
+        kept, refused = additional_networks(kubespan.additional_addresses, never)
+        if refused:
+            warnings.append(f"refused routes (wider than allowed): {', '.join(map(str, refused))}")
+        additional |= kept - excluded
+        owned |= IPSet.of(record.addresses) - excluded - never
+        mesh = rules.mesh_address(kubespan.address)
+        if mesh is None and kubespan.address is not None:
+            warnings.append(f"mesh address {kubespan.address} not routed: outside the mesh or ours")
+        if mesh is not None:
+            # After the exclusion: the mesh address stays routable whatever a node excludes.
+            owned |= IPSet.of([mesh])
+            address = address or mesh
+        usable, ignored = rules.endpoints(affiliate.endpoints)
+        if ignored:
+            warnings.append(f"ignored {ignored} unusable endpoint(s) of node {record.node_id}")
+        endpoints.extend(e for e in usable if e not in endpoints)
+        if affiliate is not affiliates[0]:
+            warnings.append(
+                f"public key also published by node {record.node_id} ({_label(record)}); "
+                "its routes go to this peer"
+            )
+    return _Candidate(
+        key=key,
+        records=[a.record for a in affiliates],
+        address=address,
+        owned=owned,
+        additional=additional - owned,
+        endpoints=tuple(endpoints),
+        before=IPSet.of(before.allowed_ips) if before is not None else IPSet(),
+        warnings=warnings,
+    )
+
+
+def build_peers(
+    self_node_id: str,
+    affiliates: Iterable[DecodedAffiliate],
+    config: Config,
+    *,
+    own_key: str = "",
+    own_addresses: Iterable[IPAddress] = (),
+    discovery: Iterable[IPAddress] = (),
+    previous: Iterable[PeerSpec] = (),
+) -> PeerSet:
+    """Desired peers in node id order (Talos' PeerSpecController), hostile claims contained.
+
+    AllowedIPs = (additional addresses | addresses) - excluded + mesh address, within the
+    rules of peer_rules.py. WireGuard routes each address to one peer, so a contested address
+    is resolved in two tiers: node and mesh addresses first, then additional networks (a
+    node's own address beats anyone's routed network). Within a tier, what a key was given on
+    the previous pass (`previous`) stays with it while it still claims it; the rest goes to
+    the lowest node id. Losses are reported in `overlap`/`warnings`. Records sharing a public
+    key are one peer, so a copied key never removes the real node's tunnel.
     """
+    rules = ClaimRules(
+        ula_prefix(config.cluster.id), own=frozenset(own_addresses), discovery=frozenset(discovery)
+    )
+    refused: list[Refused] = []
+    groups: dict[str, list[DecodedAffiliate]] = {}
+    others: list[AffiliateRecord] = []
+    for affiliate in sorted(affiliates, key=lambda a: a.record.node_id):
+        record, kubespan = affiliate.record, affiliate.record.kubespan
+        if record.node_id == self_node_id:
+            continue
+        if kubespan is None or not kubespan.public_key:
+            others.append(record)
+            continue
+        key = kubespan.public_key
+        problem = "public key is this node's own" if key == own_key else key_problem(key)
+        if problem is not None:
+            refused.append(Refused(node_id=record.node_id, label=_label(record), reason=problem))
+            others.append(record)
+            continue
+        groups.setdefault(key, []).append(affiliate)
+    before = {spec.public_key: spec for spec in previous}
+    never = rules.never_routed()
+    candidates = sorted(
+        (_candidate(key, group, before.get(key), rules, never) for key, group in groups.items()),
+        key=lambda c: c.node_id,
+    )
+    claims = Claims()
+    _resolve(claims, candidates, lambda c: c.owned)
+    # Nodes that are not peers (no KubeSpan, refused) still own their addresses: nobody's
+    # routed network may swallow them. They do not compete for node addresses, or a record
+    # with a broken key could take a real node's address away from it.
+    for record in others:
+        claims.take(IPSet.of(record.addresses) - never, _label(record))
+    _resolve(claims, candidates, lambda c: c.additional)
+    return PeerSet(tuple(_spec(c) for c in candidates), tuple(refused))
 
-    def __init__(self) -> None:
-        self._ranges: dict[int, list[tuple[int, int, str]]] = {4: [], 6: []}
 
-    def overlapping(self, wanted: IPSet) -> tuple[IPSet, list[str]]:
-        hits: dict[int, list[_Range]] = {4: [], 6: []}
-        owners: list[str] = []
-        for version, ranges in ((4, wanted.v4), (6, wanted.v6)):
-            claimed = self._ranges[version]
-            for lo, hi in ranges:
-                i = max(bisect_right(claimed, (lo, -1, "")) - 1, 0)
-                while i < len(claimed) and claimed[i][0] <= hi:
-                    c_lo, c_hi, owner = claimed[i]
-                    if c_hi >= lo:
-                        hits[version].append((max(lo, c_lo), min(hi, c_hi)))
-                        if owner not in owners:
-                            owners.append(owner)
-                    i += 1
-        return IPSet(_normalise(hits[4]), _normalise(hits[6])), owners
+def _resolve(
+    claims: Claims, candidates: Sequence[_Candidate], tier: Callable[[_Candidate], IPSet]
+) -> None:
+    for c in candidates:  # incumbents keep what they had
+        given, _, _ = claims.take(tier(c) & c.before, c.label)
+        c.given |= given
+    for c in candidates:  # then the lowest node id
+        given, lost, owners = claims.take(tier(c) - c.given, c.label)
+        c.given, c.lost = c.given | given, c.lost | lost
+        c.owners.extend(o for o in owners if o not in c.owners)
 
-    def add(self, owned: IPSet, owner: str) -> None:
-        for version, ranges in ((4, owned.v4), (6, owned.v6)):
-            for lo, hi in ranges:
-                insort(self._ranges[version], (lo, hi, owner))
+
+def _spec(c: _Candidate) -> PeerSpec:
+    warnings = list(c.warnings)
+    if c.lost:
+        warnings.append(
+            f"peer address overlap: {', '.join(map(str, c.lost.prefixes()))} "
+            f"already routed to {', '.join(c.owners)}"
+        )
+        if not c.given:
+            warnings.append("conflict resolution removed all allowed IPs")
+    return PeerSpec(
+        public_key=c.key,
+        node_id=c.node_id,
+        label=c.label,
+        address=c.address,
+        allowed_ips=c.given.prefixes(),
+        endpoints=c.endpoints,
+        overlap=c.lost.prefixes(),
+        warnings=tuple(warnings),
+    )
 
 
 def peer_specs(
     self_node_id: str, affiliates: Iterable[DecodedAffiliate], config: Config
 ) -> list[PeerSpec]:
-    """Desired peers in node id order, as Talos' PeerSpecController derives them.
-
-    AllowedIPs = (additional addresses | addresses) - excluded + KubeSpan address, then
-    anything an earlier peer (lower node id) already has is taken out and reported in
-    `overlap`/`warnings`: WireGuard routes each address to one peer only. `config` is
-    accepted for parity with Talos (which only checks that KubeSpan is enabled); peer-side
-    endpoint filters (Talos PR #14176) would read it.
-    """
-    del config
-    specs: list[PeerSpec] = []
-    by_key: dict[str, int] = {}
-    claimed = _Claimed()
-    for affiliate in sorted(affiliates, key=lambda a: a.record.node_id):
-        record, kubespan = affiliate.record, affiliate.record.kubespan
-        if record.node_id == self_node_id or kubespan is None or not kubespan.public_key:
-            continue
-        label = record.nodename or record.hostname or record.node_id
-        if kubespan.public_key in by_key:
-            # A cloned state dir: one key cannot be two peers. Keep the first, as for IPs.
-            first = specs[by_key[kubespan.public_key]]
-            note = f"public key also published by node {record.node_id} ({label}); ignored"
-            specs[by_key[kubespan.public_key]] = replace(first, warnings=(*first.warnings, note))
-            continue
-        allowed = IPSet.of((*kubespan.additional_addresses, *record.addresses))
-        allowed -= IPSet.of(kubespan.exclude_advertised_addresses)
-        if kubespan.address is not None:
-            # Added after the exclusion: the mesh address must stay routable whatever a
-            # node excludes.
-            allowed |= IPSet.of([kubespan.address])
-        overlap, owners = claimed.overlapping(allowed)
-        warnings: list[str] = []
-        if overlap:
-            allowed -= overlap
-            warnings.append(
-                f"peer address overlap: {', '.join(map(str, overlap.prefixes()))} "
-                f"already routed to {', '.join(owners)}"
-            )
-            if not allowed:
-                warnings.append("conflict resolution removed all allowed IPs")
-        claimed.add(allowed, label)
-        by_key[kubespan.public_key] = len(specs)
-        specs.append(
-            PeerSpec(
-                public_key=kubespan.public_key,
-                node_id=record.node_id,
-                label=label,
-                address=kubespan.address,
-                allowed_ips=allowed.prefixes(),
-                endpoints=affiliate.endpoints,
-                overlap=overlap.prefixes(),
-                warnings=tuple(warnings),
-            )
-        )
-    return specs
+    """build_peers() without history or refusals: the desired peers in node id order."""
+    return list(build_peers(self_node_id, affiliates, config).specs)
 
 
 def filter_ips(ips: Sequence[IPAddress], filters: Sequence[EndpointFilter]) -> list[IPAddress]:

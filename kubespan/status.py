@@ -15,7 +15,7 @@ from kubespan.device import MeshDevice
 from kubespan.identity import Identity
 from kubespan.own_record import LocalRecord, OwnRecord
 from kubespan.peer_state import PeerTrack
-from kubespan.peers import PeerSpec
+from kubespan.peers import PeerSpec, Refused
 from kubespan.session import Session
 from membership.members import members as cluster_members
 from membership.record import DecodedAffiliate
@@ -73,6 +73,11 @@ def peers_status(
     return out
 
 
+def refused_status(refused: Iterable[Refused]) -> list[dict[str, object]]:
+    """Records not made peers (a broken or unusable key), and why."""
+    return [{"node_id": r.node_id, "label": r.label, "reason": r.reason} for r in refused]
+
+
 def members_status(
     affiliates: Iterable[DecodedAffiliate], local: LocalRecord | None
 ) -> list[dict[str, object]]:
@@ -102,6 +107,7 @@ class AgentParts(Protocol):
     device: MeshDevice
     own: OwnRecord | None
     specs: list[PeerSpec]
+    refused: tuple[Refused, ...]
     tracks: dict[str, PeerTrack]
     sessions: list[Session]
     passes: int
@@ -123,6 +129,7 @@ class AgentStatus:
             "self": self.self_status(),
             "peers": self.peers_status(),
             "members": self.members_status(),
+            "refused": refused_status(self._agent.refused),
             "sessions": [s.status() for s in self._agent.sessions],
         }
 
@@ -202,6 +209,8 @@ def format_status(status: Mapping[str, Any], now: datetime | None = None) -> str
         f"node {me['nodename']} ({me['node_id']}) {me['address']} key {me['public_key']}"
         f" on {me['interface']} ({me['backend']})",
     ]
+    for r in status.get("refused", []):
+        lines.append(f"refused peer {r['label']} ({r['node_id']}): {r['reason']}")
     for s in status["sessions"]:
         state = "connected" if s["connected"] else f"disconnected ({s['last_error'] or '-'})"
         lines.append(

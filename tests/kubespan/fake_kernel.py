@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,6 +12,13 @@ from typing import Any
 from kubespan.identity import public_key_of
 from kubespan.wg import WgError
 from tests.fakes import FakePeer, FakeRunner
+
+
+def _b64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        return b""
 
 
 def _wg_error(argv: Sequence[str], rc: int, message: str) -> WgError:
@@ -39,6 +47,8 @@ class FakeKernel:
     peers: dict[str, FakePeer] = field(default_factory=dict)
     rules: dict[str, int] = field(default_factory=lambda: {"-4": 0, "-6": 0})
     nft: str | None = None
+    failing: dict[str, str] = field(default_factory=dict)
+    """Public keys whose `wg set` fails, with the error wg prints (ENOMEM, a race...)."""
 
     def install(self, runner: FakeRunner) -> FakeRunner:
         runner.on("ip", "-j", "-d", "addr", "show", output=self._ip_addr)
@@ -170,6 +180,11 @@ class FakeKernel:
         if not args:
             return b""
         public_key, args = args[1], args[2:]
+        if len(public_key) != 44 or len(_b64(public_key)) != 32:
+            # wg's own check (key_from_base64): 44 characters of base64 for 32 bytes.
+            raise _wg_error(argv, 1, "Key is not the correct length or format: `" + public_key)
+        if public_key in self.failing:
+            raise _wg_error(argv, 1, self.failing[public_key])
         if args == ["remove"]:
             self.peers.pop(public_key, None)
             return b""

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Iterable, Sequence
 from ipaddress import (
     IPv4Address,
@@ -45,6 +46,11 @@ def ula(n: int) -> IPv6Address:
     return kubespan_address(CLUSTER_ID, f"02:00:00:00:00:{n:02x}")
 
 
+def K(name: str) -> str:
+    """A valid WireGuard public key named `name` (peer building refuses malformed keys)."""
+    return base64.b64encode(hashlib.sha256(name.encode()).digest()).decode()
+
+
 def affiliate(
     node_id: str,
     *,
@@ -60,7 +66,7 @@ def affiliate(
     kubespan = None
     if key is not None:
         kubespan = KubeSpanInfo(
-            public_key=key,
+            public_key=K(key) if key else key,
             address=address,
             additional_addresses=tuple(ip_network(a, strict=False) for a in additional),
             exclude_advertised_addresses=tuple(ip_network(e) for e in exclude),
@@ -102,7 +108,7 @@ def test_reference_example() -> None:
     )
     [spec] = peer_specs("node-a", [peer], CONFIG)
     assert spec == PeerSpec(
-        public_key="pk-b",
+        public_key=K("pk-b"),
         node_id="node-b",
         label="worker-3",
         address=ula(3),
@@ -179,17 +185,29 @@ def test_overlap_goes_to_the_lower_node_id() -> None:
 
 def test_overlap_that_removes_everything_is_still_a_peer() -> None:
     a = affiliate("a", key="ka", additional=["10.0.0.0/8"])
-    b = affiliate("b", key="kb", addresses=["10.1.1.1"])
+    b = affiliate("b", key="kb", additional=["10.1.1.0/24"])
     specs = peer_specs("me", [a, b], CONFIG)
     assert specs[1].allowed_ips == ()
     assert specs[1].warnings[-1] == "conflict resolution removed all allowed IPs"
 
 
-def test_duplicate_public_key_keeps_the_first() -> None:
+def test_node_address_beats_a_lower_node_ids_routed_network() -> None:
+    # Before hostile members were contained, "a" took 10.1.1.1 away from the node itself.
+    a = affiliate("a", key="ka", additional=["10.0.0.0/8"])
+    b = affiliate("b", key="kb", addresses=["10.1.1.1"])
+    specs = peer_specs("me", [a, b], CONFIG)
+    assert specs[1].allowed_ips == nets("10.1.1.1/32")
+    assert ip_address("10.1.1.1") not in IPSet.of(specs[0].allowed_ips)
+    assert "10.1.1.1/32 already routed to b" in specs[0].warnings[0]
+
+
+def test_duplicate_public_key_is_one_peer() -> None:
     b = affiliate("b", key="same", addresses=["10.0.0.2"])
     a = affiliate("a", key="same", addresses=["10.0.0.1"])
     [spec] = peer_specs("me", [b, a], CONFIG)
-    assert spec.node_id == "a" and spec.allowed_ips == nets("10.0.0.1/32")
+    # One key is one WireGuard peer: the first record names it, and both records' addresses
+    # stay routed to the key's holder (a copied key must not take the real node out).
+    assert spec.node_id == "a" and spec.allowed_ips == nets("10.0.0.1/32", "10.0.0.2/32")
     assert "also published by node b" in spec.warnings[0]
 
 
