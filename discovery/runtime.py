@@ -52,6 +52,8 @@ def core_options(settings: Settings) -> CoreOptions:
         watches_per_client=settings.max_watches_per_client,
         watches=settings.max_watches or _watch_cap(),
         watch_lifetime=settings.watch_lifetime,
+        affiliates_per_client=settings.max_affiliates_per_client,
+        clusters_per_client=settings.max_clusters_per_client,
         rate_limit=settings.rate_limit,
         rate_burst=settings.rate_burst,
         redirect_endpoint=settings.redirect_endpoint,

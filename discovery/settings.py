@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     watch_lifetime: float = Field(
         3600.0, gt=0, description="seconds before a watch is ended (clients resume)"
     )
+    max_affiliates_per_client: int = Field(
+        L.CLUSTER_AFFILIATES_MAX // 2,
+        ge=0,
+        description="affiliates one client IP (/64) may create in a cluster, 0=off",
+    )
+    max_clusters_per_client: int = Field(
+        64, ge=0, description="clusters one client IP (/64) may hold affiliates in, 0=off"
+    )
     watch_buffer: int = Field(
         L.WATCH_BUFFER, ge=1, description="queued changes per watcher before catch-up"
     )

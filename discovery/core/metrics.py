@@ -20,6 +20,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from discovery.core.values import CoreStatus
+
 # Distinct client_version label values kept (Talos releases a few minor versions a year).
 HELLO_VERSION_LABELS = 64
 _VERSION = re.compile(r"^v(\d{1,3})\.(\d{1,3})\.\d+(-.+)?$")
@@ -131,5 +133,17 @@ class Metrics:
                 self._hello_labels.add(label)
         self.hello.labels(label).inc()
 
-    def watch_state(self, read: Callable[[], dict[str, float]]) -> None:
-        self.registry.register(_StateCollector(read))
+    def watch_status(self, read: Callable[[], CoreStatus]) -> None:
+        """Export the core's status as upstream's state gauges, read at scrape time."""
+
+        def gauges() -> dict[str, float]:
+            status = read()
+            return {
+                "discovery_state_clusters": status.clusters,
+                "discovery_state_affiliates": status.affiliates,
+                "discovery_state_endpoints": status.endpoints,
+                "discovery_state_subscriptions": status.watchers,
+                "discovery_log_head": status.revision,
+            }
+
+        self.registry.register(_StateCollector(gauges))

@@ -16,11 +16,12 @@ from datetime import timedelta
 from ipaddress import IPv4Address, IPv6Address
 
 from discovery.core import validate
-from discovery.core.admission import Admission
+from discovery.core.admission import Admission, client_key
 from discovery.core.changes import WatchMessage
 from discovery.core.clock import Clock, Monotonic, system_clock
 from discovery.core.errors import InvalidArgument, NotReady, ResourceExhausted
 from discovery.core.health import StorageHealth
+from discovery.core.holdings import Holdings
 from discovery.core.hub import WatchHub
 from discovery.core.metrics import Metrics
 from discovery.core.projection import Projection
@@ -73,10 +74,14 @@ class DiscoveryService:
         self._projection = Projection()
         self._hub = WatchHub(self._projection, self._options.watch_buffer)
         self._admission = Admission(self._options, metrics, monotonic)
+        self._holdings = Holdings(
+            self._options.affiliates_per_client, self._options.clusters_per_client
+        )
+        self._projection.add_listener(self._holdings.on_change)
         self._loaded = False
-        self._health = StorageHealth()
+        self._health = StorageHealth(monotonic)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        metrics.watch_state(self._state_gauges)
+        metrics.watch_status(self.status)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -87,6 +92,7 @@ class DiscoveryService:
         if snapshot is not None:
             views = await asyncio.to_thread(decode_snapshot, snapshot.blob)
             self._projection = Projection(views, snapshot.revision)
+            self._projection.add_listener(self._holdings.on_change)
             self._hub = WatchHub(self._projection, self._options.watch_buffer)
         while batch := await self._log.read(self._projection.head, _READ_BATCH):
             self._projection.apply(batch)
@@ -182,8 +188,10 @@ class DiscoveryService:
         data: bytes | None,
         endpoints: Sequence[bytes],
         ttl_seconds: float,
+        client_ip: IPAddress | None = None,
     ) -> int:
-        """Create or update an affiliate durably; returns the revision the change is visible at."""
+        """Create or update an affiliate durably; returns the revision the change is visible at.
+        A new affiliate counts against its creator's holdings (`client_ip`)."""
         # Same order as upstream's validate.go, so a request with several bad fields gets
         # the same message from both front ends and from the Talos service.
         validate.cluster_id(cluster_id, self._limits)
@@ -194,12 +202,20 @@ class DiscoveryService:
             endpoints=validate.endpoints(endpoints, self._limits),
             ttl=timedelta(seconds=clamped),
         )
-        return await self._decide_and_append(
-            cluster_id,
-            lambda: commands.update_affiliate(
-                self._projection.view(cluster_id), request, self._clock(), self._limits
-            ),
-        )
+        client = client_key(client_ip) if client_ip is not None else None
+        new = False
+
+        def decide() -> list[Event]:
+            nonlocal new
+            view = self._projection.view(cluster_id)
+            if new := request.affiliate_id not in view.affiliates:
+                self._holdings.check(client, cluster_id)
+            return commands.update_affiliate(view, request, self._clock(), self._limits)
+
+        revision = await self._decide_and_append(cluster_id, decide)
+        if new:
+            self._holdings.created(client, cluster_id, request.affiliate_id)
+        return revision
 
     async def delete_affiliate(self, cluster_id: str, affiliate_id: str) -> int:
         """Delete an affiliate (idempotent); returns the revision the deletion is visible at."""
@@ -332,13 +348,3 @@ class DiscoveryService:
 
     def _caught_up(self) -> None:
         self._metrics.watch_catchups.inc()
-
-    def _state_gauges(self) -> dict[str, float]:
-        status = self.status()
-        return {
-            "discovery_state_clusters": status.clusters,
-            "discovery_state_affiliates": status.affiliates,
-            "discovery_state_endpoints": status.endpoints,
-            "discovery_state_subscriptions": status.watchers,
-            "discovery_log_head": status.revision,
-        }

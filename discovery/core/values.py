@@ -24,6 +24,8 @@ class CoreOptions:
     watches_per_client: int = L.CLUSTER_AFFILIATES_MAX
     watches: int = 0
     watch_lifetime: float = 3600.0
+    affiliates_per_client: int = L.CLUSTER_AFFILIATES_MAX // 2
+    clusters_per_client: int = 64
     redirect_endpoint: str = ""
     disable_client_ip: bool = False
 

@@ -126,6 +126,7 @@ class ClusterServicer:
             data=request.affiliate_data if request.HasField("affiliate_data") else None,
             endpoints=list(request.affiliate_endpoints),
             ttl_seconds=_ttl_seconds(request),
+            client_ip=call.client_ip,
         )
         return pb.AffiliateUpdateResponse()
 

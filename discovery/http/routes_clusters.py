@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from discovery.http.deps import AdmittedCoreDep, path_id
+from discovery.http.deps import AdmittedCoreDep, client_ip_of, path_id
 from discovery.http.schemas import (
     AffiliateList,
     AffiliateOut,
@@ -28,7 +28,7 @@ def _revision(revision: int) -> Response:
 
 @router.put("/{cluster}/affiliates/{affiliate}", response_model=RevisionResponse)
 async def put_affiliate(
-    cluster: str, affiliate: str, body: AffiliateUpdate, core: AdmittedCoreDep
+    cluster: str, affiliate: str, body: AffiliateUpdate, request: Request, core: AdmittedCoreDep
 ) -> Response:
     """Create or update an affiliate; data replaces, endpoints merge. Durable on return."""
     revision = await core.update_affiliate(
@@ -37,6 +37,7 @@ async def put_affiliate(
         data=body.data,
         endpoints=body.endpoints,
         ttl_seconds=body.ttl,
+        client_ip=client_ip_of(request),
     )
     return _revision(revision)
 
