@@ -29,6 +29,7 @@ from discovery.core.service import DiscoveryService
 from discovery.core.values import CoreOptions
 from discovery.grpc.server import GrpcServer, start_grpc_server
 from discovery.http.app import create_app
+from discovery.http.guard import ConnectionLimits
 from discovery.http.listener import HttpListener
 from discovery.http.tls import reload_on_change
 from discovery.settings import Settings
@@ -50,7 +51,7 @@ def core_options(settings: Settings) -> CoreOptions:
         limits=settings.limits(),
         watch_buffer=settings.watch_buffer,
         watches_per_client=settings.max_watches_per_client,
-        watches=settings.max_watches or _watch_cap(),
+        watches=settings.max_watches or _descriptor_budget(),
         watch_lifetime=settings.watch_lifetime,
         affiliates_per_client=settings.max_affiliates_per_client,
         clusters_per_client=settings.max_clusters_per_client,
@@ -61,9 +62,9 @@ def core_options(settings: Settings) -> CoreOptions:
     )
 
 
-def _watch_cap() -> int:
-    """Open watches the descriptor limit affords, after raising the soft limit to the hard
-    one (as Go's runtime does): streams beyond it would starve every other connection."""
+def _descriptor_budget() -> int:
+    """Connections (and so watches) the descriptor limit affords, after raising the soft limit
+    to the hard one (as Go's runtime does): past it, accept() fails for everyone."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:
         target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
@@ -72,6 +73,18 @@ def _watch_cap() -> int:
             soft = target
     # Keep a fifth (at least 100) for listeners, storage, other clients and their requests.
     return max(1, soft - max(100, soft // 5))
+
+
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    # Behind a proxy every connection comes from the proxy: the per-client cap is its job.
+    proxied = settings.trust_x_real_ip or settings.trust_x_forwarded_for
+    return ConnectionLimits(
+        per_client=0 if proxied else settings.max_connections_per_client,
+        total=settings.max_connections or _descriptor_budget(),
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_header_bytes=settings.max_header_bytes,
+    )
 
 
 class Runtime:
@@ -256,7 +269,11 @@ class Runtime:
         assert tasks is not None
         app = create_app(core, settings, self.metrics)
         self._http = HttpListener(
-            app, sockets["http"], tls_cert=settings.tls_cert, tls_key=settings.tls_key
+            app,
+            sockets["http"],
+            tls_cert=settings.tls_cert,
+            tls_key=settings.tls_key,
+            limits=connection_limits(settings),
         )
         self._servers.append(tasks.create_task(self._http.serve(), name="http"))
         metrics_sock = sockets.get("metrics")

@@ -51,6 +51,15 @@ class Settings(BaseSettings):
     max_clusters_per_client: int = Field(
         64, ge=0, description="clusters one client IP (/64) may hold affiliates in, 0=off"
     )
+    max_connections_per_client: int = Field(
+        256, ge=0, description="open HTTP connections per client IP (/64), 0=off"
+    )
+    max_connections: int = Field(
+        0, ge=0, description="open HTTP connections in total, 0=from the descriptor limit"
+    )
+    header_timeout: float = Field(10.0, gt=0, description="seconds to send a request's headers")
+    body_timeout: float = Field(10.0, gt=0, description="seconds a request body may stall")
+    max_header_bytes: int = Field(16 * 1024, ge=1024, description="request line and headers")
     watch_buffer: int = Field(
         L.WATCH_BUFFER, ge=1, description="queued changes per watcher before catch-up"
     )

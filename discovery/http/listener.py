@@ -11,6 +11,8 @@ from collections.abc import Generator
 import uvicorn
 from starlette.types import ASGIApp
 
+from discovery.http.guard import ConnectionLimits, guarded_protocol
+
 
 class _Server(uvicorn.Server):
     # Signals are handled once for the whole process, by the runtime.
@@ -30,12 +32,14 @@ class HttpListener:
         tls_cert: str = "",
         tls_key: str = "",
         graceful_seconds: int = 5,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.socket = sock
         self._tls = (tls_cert, tls_key) if tls_cert and tls_key else None
         config = uvicorn.Config(
             app,
             lifespan="off",
+            http=guarded_protocol(limits or ConnectionLimits()),
             log_config=None,
             access_log=False,
             server_header=False,
