@@ -7,6 +7,7 @@ record a delete removes) and runs under the cluster's lock. Both raise AccessErr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from membership import keys
@@ -18,6 +19,9 @@ from membership.signatures import SignedRequest, record_digest
 # copied request, and tolerates ordinary clock skew between nodes and the service.
 CLOCK_WINDOW = 60
 
+# (cluster key, node key, endorsement) -> valid; callers may pass a cached keys.is_endorsed.
+Endorsed = Callable[[bytes, bytes, bytes], bool]
+
 
 @dataclass(frozen=True, slots=True)
 class Grant:
@@ -27,7 +31,13 @@ class Grant:
     record_digest: bytes | None = None
 
 
-def authorize(cluster_id: str, affiliate_id: str, proof: SignedRequest | None, now: int) -> Grant:
+def authorize(
+    cluster_id: str,
+    affiliate_id: str,
+    proof: SignedRequest | None,
+    now: int,
+    endorsed: Endorsed = keys.is_endorsed,
+) -> Grant:
     """The grant for a write to `affiliate_id`; raises NotAuthenticated or NotPermitted.
 
     Locked cluster: signed by an endorsed key, and only the key's own (bound) affiliate.
@@ -59,7 +69,7 @@ def authorize(cluster_id: str, affiliate_id: str, proof: SignedRequest | None, n
             f"signature created {proof.created}, outside the {CLOCK_WINDOW} s clock window"
         )
     if cluster_key is not None and not (
-        proof.endorsement is not None and keys.is_endorsed(cluster_key, node_key, proof.endorsement)
+        proof.endorsement is not None and endorsed(cluster_key, node_key, proof.endorsement)
     ):
         raise NotAuthenticated("node key is not endorsed by the cluster key")
     if not keys.verify(node_key, proof.signature, proof.base):

@@ -25,6 +25,7 @@ import re
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -197,6 +198,12 @@ def parse_digest(value: str) -> bytes:
     if len(raw) != hashlib.sha256().digest_size:
         raise SignatureFormatError("digest must be sha-256=:base64: of 32 bytes")
     return raw
+
+
+def affiliate_path(cluster_id: str, affiliate_id: str) -> str:
+    """The "@path" of an affiliate: its HTTP path, every reserved character escaped (gRPC
+    signs this too, so one base format serves both transports)."""
+    return f"/v1/clusters/{quote(cluster_id, safe='')}/affiliates/{quote(affiliate_id, safe='')}"
 
 
 def update_content(data: bytes | None, endpoints: Sequence[bytes], ttl_seconds: float) -> bytes:

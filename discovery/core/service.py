@@ -15,23 +15,26 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import timedelta
 from ipaddress import IPv4Address, IPv6Address
 
-from discovery.core import validate
+from discovery.core import authz, validate
 from discovery.core.changes import WatchMessage
 from discovery.core.clock import Clock, Monotonic, system_clock
 from discovery.core.errors import InvalidArgument, NotReady, RateLimited, ResourceExhausted
+from discovery.core.history import history_entry
 from discovery.core.hub import WatchHub
 from discovery.core.metrics import Metrics, parse_client_version
 from discovery.core.projection import Projection
 from discovery.core.ratelimit import RateLimiter
+from discovery.core.revocations import Revocations
 from discovery.core.values import CoreOptions, CoreStatus, HelloResult, HistoryEntry
 from discovery.core.watching import watch_cluster
 from membership import commands
-from membership.codec import decode_event, encode_event, event_type
+from membership.codec import encode_event, event_type
 from membership.errors import DomainError, TTLTooLarge
-from membership.events import AffiliateUpdated, EndpointsExpired, Event
+from membership.events import Event
 from membership.model import Affiliate, ClusterView, UpdateRequest
+from membership.signatures import SignedRequest
 from membership.snapshot import decode_snapshot
-from storage.base import EventLog, NewEvent, StoredEvent
+from storage.base import EventLog, NewEvent
 from storage.errors import Conflict, Rejected, StorageError
 
 log = logging.getLogger("discovery")
@@ -48,7 +51,7 @@ Decide = Callable[[], list[Event]]
 IPAddress = IPv4Address | IPv6Address
 
 
-class DiscoveryService:
+class DiscoveryService(Revocations):
     """Clusters' affiliates, kept by folding the event log; every request enters here."""
 
     def __init__(
@@ -191,6 +194,7 @@ class DiscoveryService:
         data: bytes | None,
         endpoints: Sequence[bytes],
         ttl_seconds: float,
+        proof: SignedRequest | None = None,
     ) -> int:
         """Create or update an affiliate durably; returns the revision the change is visible at."""
         # Same order as upstream's validate.go, so a request with several bad fields gets
@@ -203,20 +207,26 @@ class DiscoveryService:
             endpoints=validate.endpoints(endpoints, self._limits),
             ttl=timedelta(seconds=clamped),
         )
+        grant = authz.authorize(cluster_id, affiliate_id, proof, self._clock(), deleting=False)
         return await self._decide_and_append(
             cluster_id,
             lambda: commands.update_affiliate(
-                self._projection.view(cluster_id), request, self._clock(), self._limits
+                grant.check(self._projection.view(cluster_id)), request, self._clock(), self._limits
             ),
         )
 
-    async def delete_affiliate(self, cluster_id: str, affiliate_id: str) -> int:
+    async def delete_affiliate(
+        self, cluster_id: str, affiliate_id: str, proof: SignedRequest | None = None
+    ) -> int:
         """Delete an affiliate (idempotent); returns the revision the deletion is visible at."""
         validate.cluster_id(cluster_id, self._limits)
         validate.affiliate_id(affiliate_id, self._limits)
+        grant = authz.authorize(cluster_id, affiliate_id, proof, self._clock(), deleting=True)
         return await self._decide_and_append(
             cluster_id,
-            lambda: commands.delete_affiliate(self._projection.view(cluster_id), affiliate_id),
+            lambda: commands.delete_affiliate(
+                grant.check(self._projection.view(cluster_id)), affiliate_id
+            ),
         )
 
     async def _decide_and_append(self, stream: str, decide: Decide) -> int:
@@ -300,7 +310,7 @@ class DiscoveryService:
             records = await self._log.read(after, limit, stream=cluster_id)
         except StorageError as exc:
             raise NotReady("the event log is unavailable, try again later") from exc
-        return horizon, [_history_entry(r) for r in records]
+        return horizon, [history_entry(r) for r in records]
 
     # -- watch -----------------------------------------------------------------------------
 
@@ -335,12 +345,3 @@ class DiscoveryService:
             "discovery_state_subscriptions": status.watchers,
             "discovery_log_head": status.revision,
         }
-
-
-def _history_entry(record: StoredEvent) -> HistoryEntry:
-    event = decode_event(record.type, record.data)
-    affiliate = event.affiliate if isinstance(event, AffiliateUpdated | EndpointsExpired) else None
-    affiliate_id = getattr(event, "affiliate_id", None) or (affiliate.id if affiliate else None)
-    return HistoryEntry(
-        record.revision, record.type, record.recorded_at, event, affiliate_id, affiliate
-    )

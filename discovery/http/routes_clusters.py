@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from discovery.http.deps import AdmittedCoreDep, path_id
 from discovery.http.schemas import (
@@ -16,6 +16,7 @@ from discovery.http.schemas import (
     RevisionResponse,
     iso,
 )
+from discovery.http.signatures import delete_proof, put_proof
 
 router = APIRouter(prefix="/v1/clusters", tags=["clusters"])
 
@@ -28,7 +29,7 @@ def _revision(revision: int) -> Response:
 
 @router.put("/{cluster}/affiliates/{affiliate}", response_model=RevisionResponse)
 async def put_affiliate(
-    cluster: str, affiliate: str, body: AffiliateUpdate, core: AdmittedCoreDep
+    cluster: str, affiliate: str, body: AffiliateUpdate, core: AdmittedCoreDep, request: Request
 ) -> Response:
     """Create or update an affiliate; data replaces, endpoints merge. Durable on return."""
     revision = await core.update_affiliate(
@@ -37,15 +38,18 @@ async def put_affiliate(
         data=body.data,
         endpoints=body.endpoints,
         ttl_seconds=body.ttl,
+        proof=await put_proof(request),
     )
     return _revision(revision)
 
 
 @router.delete("/{cluster}/affiliates/{affiliate}", response_model=RevisionResponse)
-async def delete_affiliate(cluster: str, affiliate: str, core: AdmittedCoreDep) -> Response:
+async def delete_affiliate(
+    cluster: str, affiliate: str, core: AdmittedCoreDep, request: Request
+) -> Response:
     """Delete an affiliate; deleting a missing one succeeds too."""
     revision = await core.delete_affiliate(
-        path_id(cluster, "cluster ID"), path_id(affiliate, "affiliate ID")
+        path_id(cluster, "cluster ID"), path_id(affiliate, "affiliate ID"), delete_proof(request)
     )
     return _revision(revision)
 
