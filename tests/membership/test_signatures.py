@@ -162,3 +162,22 @@ def test_update_content_is_canonical() -> None:
     )
     # "No data" and "empty data" differ: one keeps the stored data, the other clears it.
     assert update_content(None, [], 1) != update_content(b"", [], 1)
+
+
+def test_signed_put_known_answer() -> None:
+    """The example of docs/security.md, byte for byte."""
+    cluster = keys.cluster_signing_key(bytes(range(32)))
+    cluster_id = keys.locked_cluster_id(keys.public_bytes(cluster))
+    path = f"/v1/clusters/{cluster_id}/affiliates/{NODE_ID}"
+    body = b'{"endpoints":["ZXA="],"ttl":300.0,"data":"c2VhbGVk"}'
+    digest = digest_header(body)
+    assert digest == "sha-256=:kozVgpeh7YaaC4Rx7DX09QiCnyg2vTsvyWwqycPXCcg=:"
+    values = [("@method", "PUT"), ("@path", path), ("content-digest", digest)]
+    _, signature = sign(NODE, values, created=1700000000)
+    assert signature == (
+        "ks=:NTdwuN78A6FX39t7/ELRR52aTCiK5794ptxYE/NMAgFWToKayVK61P204KR6osuqSRb1Ks2elo7rDLWWwjS6CA==:"
+    )
+    assert update_content(b"sealed", [b"ep"], 300.0).hex() == (
+        "6b7562657370616e207570646174652076310001000000067365616c65640000000100000002"
+        "657000000000000493e0"
+    )
