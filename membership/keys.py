@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from functools import lru_cache
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -49,6 +50,8 @@ def _b32(raw: bytes) -> str:
     return base64.b32encode(raw).decode("ascii").rstrip("=").lower()
 
 
+# Ids repeat on every write of a node (and base32 decoding is pure Python): parse each once.
+@lru_cache(maxsize=8192)
 def _key_in(value: str, prefix: str) -> bytes | None:
     if not value.startswith(prefix):
         return None

@@ -14,6 +14,7 @@ from membership.signatures import (
     DELETE_COMPONENTS,
     PUT_COMPONENTS,
     SignatureFormatError,
+    affiliate_path,
     binary,
     digest_header,
     parse_binary,
@@ -152,6 +153,10 @@ def test_binary_and_digest_parsing() -> None:
         parse_digest("sha-256=:AAE=:")
     with pytest.raises(SignatureFormatError, match="32 bytes"):
         parse_digest("sha-256=:A:")
+
+
+def test_affiliate_path_escapes_every_reserved_character() -> None:
+    assert affiliate_path("a/b+c=", "n 1") == "/v1/clusters/a%2Fb%2Bc%3D/affiliates/n%201"
 
 
 def test_update_content_is_canonical() -> None:
