@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from discovery.client.signing import RequestSigner
 from membership import keys
+from membership.signatures import PUT_COMPONENTS, SignedRequest, affiliate_path, read_proof
 
 SECRET = bytes(range(32))
 CLUSTER_KEY = keys.cluster_signing_key(SECRET)
@@ -31,3 +32,17 @@ def revocation(signer: RequestSigner) -> tuple[bytes, bytes]:
     node_key = keys.node_key_of(signer.node_id)
     assert node_key
     return node_key, keys.revoke(CLUSTER_KEY, node_key)
+
+
+def put_proof(signer: RequestSigner, cluster_id: str, body: bytes = b"{}") -> SignedRequest:
+    """The proof a front end would hand the core for `signer`'s PUT of its own record."""
+    path = affiliate_path(cluster_id, signer.node_id)
+    fields = signer.http_put(path, body)
+    values = {"@method": "PUT", "@path": path, **fields}
+    return read_proof(
+        fields["signature-input"],
+        fields["signature"],
+        fields.get("kubespan-endorsement"),
+        values.get,
+        PUT_COMPONENTS,
+    )
