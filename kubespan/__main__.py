@@ -111,7 +111,12 @@ def _cmd_members(args: argparse.Namespace) -> int:
     members = _query(args, "/v1/members")
     print(json.dumps(members, indent=2) if args.json else format_members(members))
     if not args.json and args.config.exists():
-        config = _load(args.config)
+        try:
+            config = _load(args.config)
+        except _Exit as exc:
+            # The members were shown; the revoked list is extra and must not fail the command.
+            print(f"kubespan: members: revoked nodes not shown: {exc}", file=sys.stderr)
+            return 0
         if keys.cluster_key_of(config.cluster.id) is not None:
             gone = asyncio.run(evict.revoked(config))
             print("\nrevoked (cut out for good):" if gone else "\nrevoked: none")

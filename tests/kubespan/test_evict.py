@@ -146,3 +146,26 @@ async def test_a_session_signs_through_its_client_factory(tmp_path: Path) -> Non
             await node.update(LOCKED, identity.node_id, data=b"x", endpoints=[], ttl=TTL)
         assert await session.delete_self() is None
         assert seen == [signer]
+
+
+@pytest.mark.anyio
+async def test_members_lists_revoked_nodes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubespan import __main__ as cli
+
+    monkeypatch.setattr(cli, "_query", lambda args, path: [])
+    gone = node_signer(load_or_create_identity(tmp_path / "gone"), LOCKED, SECRET)
+    assert gone is not None
+    async with live_server() as live:
+        config_path = tmp_path / "config.yaml"
+        config_path.write_text(config_text(LOCKED, live.url))
+        args = ["members", "--state-dir", str(tmp_path), "--config", str(config_path)]
+        code, out, _ = await asyncio.to_thread(run_cli, args, capsys)
+        assert code == 0 and out.endswith("revoked: none\n")
+        await evict(load_config(config_path.read_text()), gone.node_id)
+        code, out, _ = await asyncio.to_thread(run_cli, args, capsys)
+        assert code == 0 and out.endswith(f"revoked (cut out for good):\n  {gone.node_id}\n")
+        config_path.write_text("not: [a config")
+        code, _, err = await asyncio.to_thread(run_cli, args, capsys)
+        assert code == 0 and "revoked nodes not shown" in err
