@@ -1,4 +1,5 @@
-"""`kubespan`: the node agent (`run`) and its CLI (`status`, `members`, `leave`, `gen-secrets`).
+"""`kubespan`: the node agent (`run`) and its CLI (`status`, `members`, `leave`, `evict`,
+`gen-secrets`).
 
 Operator mistakes end in one line on stderr and a non-zero exit, never a traceback:
 exit 2 for a bad config or bad arguments, 1 for anything the system refused.
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from discovery.logs import JSONFormatter
+from kubespan import evict, signing
 from kubespan.addressing import AddressingError
 from kubespan.agent import SOCKET_NAME, Agent, build_agent
 from kubespan.config import Config, ConfigError, gen_config, load_config
@@ -25,7 +27,8 @@ from kubespan.identity import IdentityError
 from kubespan.status import format_members, format_status
 from kubespan.status_api import AgentUnavailable, StatusError, request
 from kubespan.wg import SubprocessRunner, WgError
-from membership.secrets import new_cluster_id, new_cluster_secret
+from membership import keys
+from membership.secrets import decode_cluster_secret, new_cluster_id, new_cluster_secret
 
 DEFAULT_STATE_DIR = Path("/var/lib/kubespan")
 DEFAULT_INTERFACE = "kubespan"
@@ -107,7 +110,34 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_members(args: argparse.Namespace) -> int:
     members = _query(args, "/v1/members")
     print(json.dumps(members, indent=2) if args.json else format_members(members))
+    if not args.json and args.config.exists():
+        try:
+            config = _load(args.config)
+        except _Exit as exc:
+            # The members were shown; the revoked list is extra and must not fail the command.
+            print(f"kubespan: members: revoked nodes not shown: {exc}", file=sys.stderr)
+            return 0
+        if keys.cluster_key_of(config.cluster.id) is not None:
+            gone = asyncio.run(evict.revoked(config))
+            print("\nrevoked (cut out for good):" if gone else "\nrevoked: none")
+            for node_id in gone:
+                print(f"  {node_id}")
     return 0
+
+
+def _cmd_evict(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    try:
+        node_id = asyncio.run(evict.find_node(config, args.node))
+        results = asyncio.run(evict.evict(config, node_id))
+    except ValueError as exc:
+        raise _Exit(f"evict: {exc}", 2) from None
+    for url, error in results.items():
+        if error is None:
+            print(f"evicted node {node_id} from {url}")
+        else:
+            print(f"kubespan: evict: {url}: {error}", file=sys.stderr)
+    return 0 if any(e is None for e in results.values()) else 1
 
 
 def _cmd_leave(args: argparse.Namespace) -> int:
@@ -138,10 +168,15 @@ def _cmd_leave(args: argparse.Namespace) -> int:
 
 
 def _cmd_gen_secrets(args: argparse.Namespace) -> int:
+    secret = new_cluster_secret(os.urandom(32))
+    # Locked by default: the id names the key the secret derives, so only members can write.
+    cluster_id = (
+        new_cluster_id(os.urandom(32))
+        if args.open
+        else signing.locked_cluster_id(decode_cluster_secret(secret))
+    )
     try:
-        text = gen_config(
-            new_cluster_id(os.urandom(32)), new_cluster_secret(os.urandom(32)), args.endpoint
-        )
+        text = gen_config(cluster_id, secret, args.endpoint)
     except ConfigError as exc:
         raise _Exit(f"gen-secrets: {exc}", 2) from None
     sys.stdout.write(text)
@@ -176,9 +211,17 @@ def _parser() -> argparse.ArgumentParser:
     client(status)
     status.set_defaults(func=_cmd_status)
 
-    members = sub.add_parser("members", help="cluster members seen by the running agent")
+    members = sub.add_parser(
+        "members", help="cluster members seen by the running agent, and revoked nodes"
+    )
     client(members)
+    members.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     members.set_defaults(func=_cmd_members)
+
+    cut = sub.add_parser("evict", help="cut a node out of a locked cluster for good")
+    cut.add_argument("node", help="node id, nodename or hostname")
+    cut.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    cut.set_defaults(func=_cmd_evict)
 
     leave = sub.add_parser("leave", help="leave the cluster and remove the mesh link")
     client(leave)
@@ -190,6 +233,11 @@ def _parser() -> argparse.ArgumentParser:
         "gen-secrets", help="print a new config with a fresh cluster id and secret"
     )
     gen.add_argument("--endpoint", required=True, help="discovery URL, e.g. http://host:3001")
+    gen.add_argument(
+        "--open",
+        action="store_true",
+        help="a Talos-compatible random cluster id: unsigned writers allowed, no evict",
+    )
     gen.set_defaults(func=_cmd_gen_secrets)
     return parser
 

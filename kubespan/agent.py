@@ -31,6 +31,7 @@ from kubespan.peer_state import PeerTrack
 from kubespan.peers import PeerSpec, Refused, build_peers
 from kubespan.reconcile import PassSettings, pass_settings, peer_pass
 from kubespan.session import Backoff, ClientFactory, Publication, Session, wait_event
+from kubespan.signing import node_signer
 from kubespan.status import AgentStatus
 from kubespan.status_api import StatusServer
 from kubespan.wg import Runner, SubprocessRunner, WgError
@@ -203,6 +204,9 @@ class Agent:
             on_public_ip=self._public_ip_changed,
             client_version=f"kubespan/{VERSION}",
             backoff=self._backoff(),
+            signer=node_signer(
+                self.identity, self.config.cluster.id, self.config.cluster.secret_bytes
+            ),
         )
 
     def _publication(self) -> Publication:

@@ -42,6 +42,7 @@ from kubespan.config_values import (
     YamlList,
     format_duration,
 )
+from membership import keys
 from membership.limits import TTL_MAX
 from membership.secrets import decode_cluster_secret
 
@@ -88,6 +89,18 @@ class ClusterConfig(_Section):
     @property
     def secret_bytes(self) -> bytes:
         return decode_cluster_secret(self.secret)
+
+    @model_validator(mode="after")
+    def _locked_id_matches_secret(self) -> ClusterConfig:
+        # A locked id names the key its secret derives; any other pairing could never write.
+        if keys.cluster_key_of(self.id) is not None:
+            derived = keys.cluster_signing_key(self.secret_bytes)
+            if keys.locked_cluster_id(keys.public_bytes(derived)) != self.id:
+                raise ValueError(
+                    "cluster.id is a locked cluster id (kc1.) that cluster.secret does not "
+                    "derive: copy both from the same `kubespan gen-secrets` output"
+                )
+        return self
 
 
 class DiscoveryConfig(_Section):

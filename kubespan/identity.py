@@ -1,6 +1,6 @@
-"""The node's persistent identity: node id and WireGuard key pair, in the state dir.
+"""The node's persistent identity: node id, WireGuard key pair and signing key, in the state dir.
 
-Both survive restarts (like Talos' node-identity.yaml and kubespan-identity.yaml): a new
+All survive restarts (like Talos' node-identity.yaml and kubespan-identity.yaml): a new
 node id is a new affiliate, and a new key makes every peer drop the tunnel until they see
 the new record. The private key never leaves the state dir, which is 0700 with 0600 files.
 """
@@ -14,16 +14,20 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from membership import keys
 from membership.limits import AFFILIATE_ID_MAX
 from membership.secrets import NODE_ID_SIZE
 from membership.secrets import new_node_id as _encode_node_id
 
 NODE_ID_FILE = "node-id"
 PRIVATE_KEY_FILE = "wireguard.key"
+SIGNING_KEY_FILE = "node-signing.key"
 
-_NODE_ID_RE = re.compile(f"[0-9A-Za-z]{{1,{AFFILIATE_ID_MAX}}}")
+# Talos-style base62 ids (nodes made before signing existed), or the id bound to the key.
+_NODE_ID_RE = re.compile(f"[0-9A-Za-z]{{1,{AFFILIATE_ID_MAX}}}|kn1\\.[a-z2-7]{{52}}")
 
 
 class IdentityError(Exception):
@@ -36,6 +40,16 @@ class Identity:
     public_key: str
     private_key: str = field(repr=False)
     private_key_path: Path
+    # Signs this node's writes (discovery.client.signing); None only in tests that build an
+    # Identity by hand.
+    signing_key: Ed25519PrivateKey | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def bound(self) -> bool:
+        """True if `node_id` is the id bound to `signing_key` (writes can be signed)."""
+        return self.signing_key is not None and self.node_id == keys.node_affiliate_id(
+            keys.public_bytes(self.signing_key)
+        )
 
 
 def new_node_id() -> str:
@@ -114,20 +128,41 @@ def _corrupt(path: Path, problem: str) -> IdentityError:
     )
 
 
+def _signing_key(state_dir: Path) -> Ed25519PrivateKey:
+    path = state_dir / SIGNING_KEY_FILE
+    text = _read(path)
+    if text is None:
+        seed = Ed25519PrivateKey.generate().private_bytes_raw()
+        text = _create_once(path, base64.b64encode(seed).decode() + "\n")
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+        return Ed25519PrivateKey.from_private_bytes(raw)
+    except (binascii.Error, ValueError):
+        raise _corrupt(path, "not a base64 Ed25519 private key (32 bytes)") from None
+
+
 def load_or_create_identity(state_dir: Path) -> Identity:
     """Load the identity from `state_dir`, creating missing parts; idempotent.
+
+    A new node's id is bound to its signing key (membership.keys), so it can sign its writes;
+    a node id made before signing existed is kept (the node keeps writing unsigned, which
+    open clusters allow; a locked cluster needs a fresh node id).
 
     Raises IdentityError when the dir cannot be used or a file is corrupt (never replaced
     silently: that would change the node's identity behind the operator's back).
     """
     _ensure_dir(state_dir)
+    signing_key = _signing_key(state_dir)
+    bound_id = keys.node_affiliate_id(keys.public_bytes(signing_key))
     id_path = state_dir / NODE_ID_FILE
     text = _read(id_path)
     if text is None:
-        text = _create_once(id_path, new_node_id() + "\n")
+        text = _create_once(id_path, bound_id + "\n")
     node_id = text.strip()
     if not _NODE_ID_RE.fullmatch(node_id):
         raise _corrupt(id_path, f"expected 1 to {AFFILIATE_ID_MAX} base62 characters")
+    if node_id.startswith(keys.NODE_PREFIX) and node_id != bound_id:
+        raise _corrupt(id_path, f"bound to another key than {SIGNING_KEY_FILE}'s")
 
     key_path = state_dir / PRIVATE_KEY_FILE
     text = _read(key_path)
@@ -143,4 +178,5 @@ def load_or_create_identity(state_dir: Path) -> Identity:
         public_key=public_key,
         private_key=private_key,
         private_key_path=key_path,
+        signing_key=signing_key,
     )

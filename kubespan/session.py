@@ -25,6 +25,7 @@ from discovery.client import (
     Updated,
     WatchEvent,
 )
+from discovery.client.signing import RequestSigner
 from membership.errors import RecordError, SealingError
 from membership.record import DecodedAffiliate, IPAddress
 from membership.sealing import ClusterKey, open_affiliate
@@ -35,8 +36,9 @@ HELLO_TIMEOUT = 10.0
 UPDATE_TIMEOUT = 30.0
 DELETE_TIMEOUT = 10.0
 
-ClientFactory = Callable[[str], DiscoveryClient]
-"""Builds a client for a discovery URL (discovery.client.connect in production)."""
+ClientFactory = Callable[..., DiscoveryClient]
+"""Builds a client for a discovery URL (discovery.client.connect in production): called as
+`clients(url)`, or `clients(url, signer=signer)` when the session signs its writes."""
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:
@@ -112,8 +114,10 @@ class Session:
         on_public_ip: Callable[[], None],
         client_version: str,
         backoff: Backoff | None = None,
+        signer: RequestSigner | None = None,
     ) -> None:
         self.configured_url = url
+        self._signer = signer
         self.url = url
         self._cluster_id = cluster_id
         self._node_id = node_id
@@ -138,6 +142,11 @@ class Session:
         self.published_version: int | None = None
         self.publishes = 0
 
+    def _client(self) -> DiscoveryClient:
+        if self._signer is None:
+            return self._clients(self.url)
+        return self._clients(self.url, signer=self._signer)
+
     @property
     def resumable(self) -> bool:
         # Only our HTTP API resumes a watch by revision; a gRPC watch starts with a snapshot.
@@ -154,7 +163,7 @@ class Session:
             if not first:
                 await asyncio.sleep(self._backoff.next())
             first = False
-            client = self._clients(self.url)
+            client = self._client()
             try:
                 await self._serve(client)
             except (ClientError, TimeoutError, OSError, ValueError) as exc:
@@ -263,7 +272,7 @@ class Session:
 
     async def delete_self(self) -> str | None:
         """Delete our affiliate from this service; returns the error text, None on success."""
-        client = self._clients(self.url)
+        client = self._client()
         try:
             async with asyncio.timeout(DELETE_TIMEOUT):
                 await client.delete(self._cluster_id, self._node_id)

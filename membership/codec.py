@@ -23,6 +23,7 @@ from membership.events import (
     DowntimeCredited,
     EndpointsExpired,
     Event,
+    NodeRevoked,
 )
 from membership.model import Affiliate, Endpoint
 
@@ -101,6 +102,11 @@ def encode_event(event: Event) -> bytes:
                 "down_from": time_to_micros(event.down_from),
                 "down_until": time_to_micros(event.down_until),
             }
+        case NodeRevoked():
+            body = {
+                "node_key": encode_b64(event.node_key),
+                "signature": encode_b64(event.signature),
+            }
     return _checked(event_type(event), json.dumps(body, separators=(",", ":")).encode())
 
 
@@ -147,6 +153,11 @@ def decode_event(type_name: str, payload: bytes) -> Event:
                 return DowntimeCredited(
                     down_from=micros_to_time(body["down_from"]),
                     down_until=micros_to_time(body["down_until"]),
+                )
+            case "NodeRevoked":
+                return NodeRevoked(
+                    node_key=decode_b64(body["node_key"]),
+                    signature=decode_b64(body["signature"]),
                 )
     # OverflowError: a time outside datetime's range (it is no ValueError).
     except (ValueError, KeyError, TypeError, OverflowError) as exc:

@@ -12,6 +12,7 @@ from membership.events import (
     AffiliateUpdated,
     EndpointsExpired,
     Event,
+    NodeRevoked,
 )
 from membership.limits import DEFAULT_LIMITS, Limits
 from membership.model import Affiliate, ClusterView, Endpoint, UpdateRequest
@@ -80,6 +81,13 @@ def delete_affiliate(view: ClusterView, affiliate_id: str) -> list[Event]:
     if affiliate_id not in view.affiliates:
         return []
     return [AffiliateDeleted(affiliate_id=affiliate_id)]
+
+
+def revoke_node(view: ClusterView, node_key: bytes, signature: bytes) -> list[Event]:
+    """Events for a revocation the caller verified: one NodeRevoked, none if already revoked."""
+    if node_key in view.revoked:
+        return []
+    return [NodeRevoked(node_key=node_key, signature=signature)]
 
 
 def collect_garbage(view: ClusterView, now: datetime) -> list[Event]:

@@ -6,6 +6,9 @@ DomainError
 └── TTLTooLarge         the requested TTL is above the maximum
 SealingError            a sealed blob could not be opened or decoded (node side)
 RecordError             a decrypted record is not a valid protobuf message (node side)
+AccessError             a write is not allowed (membership.access)
+├── NotAuthenticated    unsigned, badly signed, unendorsed or outside the clock window
+└── NotPermitted        signed, but the rules forbid it (another's record, revoked key)
 """
 
 from __future__ import annotations
@@ -36,3 +39,16 @@ class SealingError(Exception):
 
 class RecordError(Exception):
     """Bytes that decrypted fine but do not decode as the expected protobuf message."""
+
+
+class AccessError(Exception):
+    """A write the access rules refuse; the message names the rule (not a DomainError:
+    the core maps these to 401/403, not to a capacity error)."""
+
+
+class NotAuthenticated(AccessError):
+    """The request does not prove who sent it."""
+
+
+class NotPermitted(AccessError):
+    """The sender is known, and the rules forbid this write."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from membership.keys import node_affiliate_id
 from membership.model import Affiliate
 
 
@@ -62,6 +63,19 @@ class DowntimeCredited:
     down_until: datetime
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeRevoked:
+    """The cluster key revoked a node key: its bound affiliate is gone and it may not write."""
+
+    node_key: bytes
+    signature: bytes
+
+    @property
+    def affiliate_id(self) -> str:
+        """The bound affiliate of the revoked key."""
+        return node_affiliate_id(self.node_key)
+
+
 Event = (
     AffiliateUpdated
     | AffiliateRefreshed
@@ -69,6 +83,7 @@ Event = (
     | AffiliateExpired
     | EndpointsExpired
     | DowntimeCredited
+    | NodeRevoked
 )
 
 # Stream of events that concern every cluster; cluster ids are at least one byte long.

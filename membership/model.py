@@ -40,6 +40,8 @@ class ClusterView:
     affiliates: Mapping[str, Affiliate] = field(default_factory=lambda: _EMPTY)
     # Global revision of the last event folded into this cluster (0 before any).
     revision: int = 0
+    # Node keys the cluster revoked (membership.access refuses them for good).
+    revoked: frozenset[bytes] = frozenset()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

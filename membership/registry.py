@@ -15,6 +15,7 @@ from membership.events import (
     DowntimeCredited,
     EndpointsExpired,
     Event,
+    NodeRevoked,
 )
 from membership.model import Affiliate, ClusterView, Endpoint
 
@@ -93,6 +94,12 @@ def _(event: DowntimeCredited, view: ClusterView) -> ClusterView:
     return replace(view, affiliates=affiliates)
 
 
+@_on.register
+def _(event: NodeRevoked, view: ClusterView) -> ClusterView:
+    view = _drop(view, event.affiliate_id)
+    return replace(view, revoked=view.revoked | {event.node_key})
+
+
 def fold(
     views: dict[str, ClusterView], stream: str, event: Event, revision: int
 ) -> ClusterView | None:
@@ -100,7 +107,7 @@ def fold(
 
     This is the single place that knows how streams map onto clusters: the global stream
     applies to every cluster, any other stream is one cluster's. Clusters left with no
-    affiliates are dropped, as upstream does.
+    affiliates (and no revocations) are dropped, as upstream does.
     """
     if stream == GLOBAL_STREAM:
         for cluster_id, view in list(views.items()):
@@ -108,7 +115,8 @@ def fold(
         return None
     view = apply(views.get(stream) or ClusterView(stream), event)
     view = replace(view, revision=revision)
-    if view.affiliates:
+    # Revocations must outlive the affiliates: an empty cluster still refuses revoked keys.
+    if view.affiliates or view.revoked:
         views[stream] = view
     else:
         views.pop(stream, None)

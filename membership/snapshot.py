@@ -1,14 +1,16 @@
 """Binary snapshots of the projection: restart time must not grow with the number of events.
 
 Layout (all integers little-endian; times are microseconds since the Unix epoch):
-    b"KSNAP2"
+    b"KSNAP3"
     per cluster:   u32 id length, id (UTF-8), u64 revision, u32 affiliate count
     per affiliate: u16 id length, id, u32 data length, data, i64 expiry, u16 endpoint count
     per endpoint:  u16 blob length, blob, i64 expiry
+    per cluster, after its affiliates: u32 revoked key count, 32 bytes per key
     u32 CRC-32 of everything before it
 A damaged snapshot must never load as different state: one flipped bit can leave a blob that
-still parses, so the checksum, not the parser, is what detects it. Snapshots written before it
-existed (b"KSNAP1", the same layout without the trailer) still load.
+still parses, so the checksum, not the parser, is what detects it. Older snapshots still load:
+b"KSNAP2" is this layout without the revoked keys (written before revocations existed),
+b"KSNAP1" is KSNAP2 without the trailer.
 Raw bytes rather than JSON with base64: a 100,000-affiliate snapshot decodes several times
 faster, and restart time is dominated by this decode.
 """
@@ -23,8 +25,10 @@ from datetime import UTC, datetime
 from membership.codec import CodecError, micros_to_time, time_to_micros
 from membership.model import Affiliate, ClusterView, Endpoint
 
-MAGIC = b"KSNAP2"
+MAGIC = b"KSNAP3"
+_MAGIC_V2 = b"KSNAP2"
 _MAGIC_V1 = b"KSNAP1"
+_KEY = 32
 _CRC = struct.Struct("<I")
 _CLUSTER = struct.Struct("<QI")
 _LEN32 = struct.Struct("<I")
@@ -48,13 +52,16 @@ def encode_snapshot(views: Iterable[ClusterView]) -> bytes:
             out.append(_TIME_COUNT.pack(time_to_micros(a.expires_at), len(a.endpoints)))
             for e in a.endpoints:
                 out += (_LEN16.pack(len(e.data)), e.data, _TIME.pack(time_to_micros(e.expires_at)))
+        out.append(_LEN32.pack(len(view.revoked)))
+        out += sorted(view.revoked)
     body = b"".join(out)
     return body + _CRC.pack(zlib.crc32(body))
 
 
 def decode_snapshot(blob: bytes) -> dict[str, ClusterView]:
     """The cluster views in `blob`; raises CodecError when it is damaged or not a snapshot."""
-    if blob.startswith(MAGIC):
+    revocations = blob.startswith(MAGIC)
+    if revocations or blob.startswith(_MAGIC_V2):
         if len(blob) < len(MAGIC) + _CRC.size:
             raise CodecError("damaged snapshot (truncated)")
         (crc,) = _CRC.unpack_from(blob, len(blob) - _CRC.size)
@@ -112,7 +119,17 @@ def decode_snapshot(blob: bytes) -> dict[str, ClusterView]:
                     pos += 8
                     endpoints.append(Endpoint(e, when(at)))
                 affiliates[aid] = Affiliate(aid, data, tuple(endpoints), when(expires))
-            views[cid] = ClusterView(cid, affiliates, revision)
+            revoked: frozenset[bytes] = frozenset()
+            if revocations:
+                (n,) = u32(mv, pos)
+                pos += 4
+                if pos + n * _KEY > len(blob):
+                    raise CodecError("damaged snapshot (truncated)")
+                revoked = frozenset(
+                    bytes(mv[pos + i * _KEY : pos + (i + 1) * _KEY]) for i in range(n)
+                )
+                pos += n * _KEY
+            views[cid] = ClusterView(cid, affiliates, revision, revoked)
     except (struct.error, UnicodeDecodeError, OverflowError) as exc:
         # A short blob always fails in unpack_from: every field ends in a fixed-size read.
         raise CodecError("damaged snapshot") from exc

@@ -17,7 +17,18 @@ ALLOWED: list[tuple[str, tuple[str, ...]]] = [
     ("discovery.version", ()),
     ("discovery.proto", ()),
     ("discovery.logs", ()),
-    ("discovery.client", ("discovery.proto", "discovery.version", "membership.codec")),
+    # The clients sign writes: keys and the signature base are the domain's, shared with
+    # the service so both build the same bytes.
+    (
+        "discovery.client",
+        (
+            "discovery.proto",
+            "discovery.version",
+            "membership.codec",
+            "membership.keys",
+            "membership.signatures",
+        ),
+    ),
     ("discovery.core", ("membership", "storage.base", "storage.errors", "storage.leadership")),
     ("discovery.settings", ("membership.limits",)),
     ("discovery.startup", ("discovery.settings",)),

@@ -11,7 +11,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from ipaddress import IPv4Address, IPv6Address
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from discovery.client.signing import RequestSigner
 
 
 class ClientError(Exception):
@@ -99,17 +102,20 @@ class DiscoveryClient(Protocol):
         ...
 
 
-def connect(url: str, *, timeout: float = 10.0) -> DiscoveryClient:
-    """A client for `url`: http(s)://host:port or grpc(s)://host:port; ValueError otherwise."""
+def connect(
+    url: str, *, timeout: float = 10.0, signer: RequestSigner | None = None
+) -> DiscoveryClient:
+    """A client for `url`: http(s)://host:port or grpc(s)://host:port; ValueError otherwise.
+    With `signer`, its writes are signed as that node (see discovery/client/signing.py)."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in ("http", "https"):
         from discovery.client.http import HttpDiscoveryClient
 
-        return HttpDiscoveryClient(url, timeout=timeout)
+        return HttpDiscoveryClient(url, timeout=timeout, signer=signer)
     if scheme in ("grpc", "grpcs"):
         from discovery.client.grpc import GrpcDiscoveryClient
 
-        return GrpcDiscoveryClient(url, timeout=timeout)
+        return GrpcDiscoveryClient(url, timeout=timeout, signer=signer)
     raise ValueError(
         f"discovery endpoint must start with http://, https://, grpc:// or grpcs://: {url!r}"
     )

@@ -24,8 +24,10 @@ from discovery.client import (
     Updated,
     WatchEvent,
 )
+from discovery.client.signing import RequestSigner
 from discovery.proto import cluster_pb2 as pb
 from discovery.proto import cluster_pb2_grpc as pb_grpc
+from membership.signatures import affiliate_path
 
 # Talos pings every max(10 s, TTL/10); a fixed 30 s notices a dead watch within a minute and
 # stays well above the 10 s minimum interval upstream servers enforce.
@@ -63,6 +65,7 @@ class GrpcDiscoveryClient:
         timeout: float = 10.0,
         ca_file: str | None = None,
         keepalive: float = KEEPALIVE_SECONDS,
+        signer: RequestSigner | None = None,
     ) -> None:
         scheme, sep, rest = url.partition("://")
         scheme = scheme.lower()
@@ -72,6 +75,7 @@ class GrpcDiscoveryClient:
                 f"gRPC endpoint must be grpc://host:port or grpcs://host:port: {url!r}"
             )
         self.endpoint = url
+        self._signer = signer
         self._scheme = scheme
         self._target = target
         self._timeout = timeout
@@ -119,11 +123,30 @@ class GrpcDiscoveryClient:
         # affiliate_data is `optional`: unset means "keep the data", unlike an empty blob.
         if data is not None:
             request.affiliate_data = data
-        await self._unary("AffiliateUpdate", request)
+        signer = self._signer
+        if signer is None:
+            await self._unary("AffiliateUpdate", request)
+            return
+        path = affiliate_path(cluster_id, affiliate_id)
+        # The TTL as the server will read it back from the Duration, so both digests agree.
+        seconds = duration.seconds + duration.nanos / 1e9
+        fields = signer.grpc_update(path, data, list(endpoints), seconds)
+        await self._unary("AffiliateUpdate", request, fields)
+        signer.wrote(cluster_id, affiliate_id, data)
 
     async def delete(self, cluster_id: str, affiliate_id: str) -> None:
         request = pb.AffiliateDeleteRequest(cluster_id=cluster_id, affiliate_id=affiliate_id)
-        await self._unary("AffiliateDelete", request)
+        signer = self._signer
+        if signer is None:
+            await self._unary("AffiliateDelete", request)
+            return
+        record = signer.last_written(cluster_id, affiliate_id)
+        if record is None:
+            # As in the HTTP client: name the record the service holds now.
+            current = [a for a in await self.list(cluster_id) if a.id == affiliate_id]
+            record = current[0].data if current else b""
+        fields = signer.delete(affiliate_path(cluster_id, affiliate_id), record)
+        await self._unary("AffiliateDelete", request, fields)
 
     async def list(self, cluster_id: str) -> list[RawAffiliate]:
         reply: pb.ListResponse = await self._unary("List", pb.ListRequest(cluster_id=cluster_id))
@@ -187,10 +210,14 @@ class GrpcDiscoveryClient:
             self._stub = _ClusterStub(self._channel)
         return self._stub
 
-    async def _unary(self, method: str, request: Any) -> Any:
+    async def _unary(
+        self, method: str, request: Any, metadata: dict[str, str] | None = None
+    ) -> Any:
         rpc = getattr(self._get_stub(), method)
         try:
-            return await rpc(request, timeout=self._timeout)
+            if metadata is None:
+                return await rpc(request, timeout=self._timeout)
+            return await rpc(request, timeout=self._timeout, metadata=tuple(metadata.items()))
         except grpc.aio.AioRpcError as exc:
             raise _rpc_error(exc) from exc
 

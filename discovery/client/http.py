@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from ipaddress import ip_address
@@ -21,6 +21,7 @@ from discovery.client import (
     Updated,
     WatchEvent,
 )
+from discovery.client.signing import RequestSigner
 from discovery.version import SERVER_VERSION
 from membership.codec import decode_b64, encode_b64
 
@@ -40,9 +41,12 @@ class HttpDiscoveryClient:
         *,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        signer: RequestSigner | None = None,
     ) -> None:
-        """`transport` is for tests (httpx.MockTransport); the default speaks real HTTP."""
+        """`transport` is for tests (httpx.MockTransport); the default speaks real HTTP.
+        With `signer`, writes are signed (RFC 9421) as that node."""
         self.endpoint = url
+        self._signer = signer
         self._timeout = httpx.Timeout(timeout)
         self._watch_timeout = httpx.Timeout(timeout, read=max(WATCH_READ_TIMEOUT, timeout))
         self._http = httpx.AsyncClient(
@@ -87,10 +91,44 @@ class HttpDiscoveryClient:
         }
         if data is not None:
             payload["data"] = encode_b64(data)
-        await self._call("PUT", _affiliate_path(cluster_id, affiliate_id), json=payload)
+        path = _affiliate_path(cluster_id, affiliate_id)
+        if self._signer is None:
+            await self._call("PUT", path, json=payload)
+            return
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        await self._call("PUT", path, content=body, sign=self._signer.http_put)
+        self._signer.wrote(cluster_id, affiliate_id, data)
 
     async def delete(self, cluster_id: str, affiliate_id: str) -> None:
-        await self._call("DELETE", _affiliate_path(cluster_id, affiliate_id))
+        path = _affiliate_path(cluster_id, affiliate_id)
+        signer = self._signer
+        if signer is None:
+            await self._call("DELETE", path)
+            return
+        record = signer.last_written(cluster_id, affiliate_id)
+        if record is None:
+            # Not written by this process (`kubespan leave` after a restart): name the
+            # record the service holds now. Only a copied delete must not outlive its record.
+            current = [a for a in await self.list(cluster_id) if a.id == affiliate_id]
+            record = current[0].data if current else b""
+        await self._call("DELETE", path, sign=lambda wire_path, _: signer.delete(wire_path, record))
+
+    async def revoke(self, cluster_id: str, node_key: bytes, signature: bytes) -> int:
+        """Submit the cluster's revocation of `node_key`; returns the revision."""
+        body = await self._call(
+            "POST",
+            f"{_cluster_path(cluster_id)}/revocations",
+            json={"node_key": encode_b64(node_key), "signature": encode_b64(signature)},
+        )
+        return int(body["revision"])
+
+    async def revocations(self, cluster_id: str) -> list[bytes]:
+        """The node keys the cluster revoked."""
+        body = await self._call("GET", f"{_cluster_path(cluster_id)}/revocations")
+        try:
+            return [decode_b64(k) for k in body["node_keys"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ClientError(f"malformed revocation list: {exc}", retryable=True) from exc
 
     async def list(self, cluster_id: str) -> list[RawAffiliate]:
         body = await self._call("GET", f"{_cluster_path(cluster_id)}/affiliates")
@@ -141,11 +179,26 @@ class HttpDiscoveryClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _call(self, method: str, url: str, *, json: Any = None) -> dict[str, Any]:
+    async def _call(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        sign: Callable[[str, bytes], dict[str, str]] | None = None,
+    ) -> dict[str, Any]:
         if self._http.is_closed:
             raise ClientError("client is closed", retryable=False)
         try:
-            response = await self._http.request(method, url, json=json)
+            request = self._http.build_request(method, url, json=json, content=content)
+            if content is not None:
+                request.headers["Content-Type"] = "application/json"
+            if sign is not None:
+                # Sign the path exactly as it goes on the wire, after httpx's own encoding.
+                raw_path = request.url.raw_path.split(b"?", 1)[0].decode("ascii")
+                request.headers.update(sign(raw_path, content or b""))
+            response = await self._http.send(request)
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from exc
         if not response.is_success:

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from membership.events import AffiliateDeleted, AffiliateExpired, AffiliateUpdated, EndpointsExpired
+from membership.events import (
+    AffiliateDeleted,
+    AffiliateExpired,
+    AffiliateUpdated,
+    EndpointsExpired,
+    NodeRevoked,
+)
 from membership.events import Event as DomainEvent
 from membership.model import Affiliate
 
@@ -44,4 +50,7 @@ def change_of(revision: int, event: DomainEvent) -> Change | None:
             return Change(revision, a.id, a)
         case AffiliateDeleted(affiliate_id=i) | AffiliateExpired(affiliate_id=i):
             return Change(revision, i, None)
+        case NodeRevoked():
+            # The revoked node's record goes with its key: watchers drop the peer.
+            return Change(revision, event.affiliate_id, None)
     return None

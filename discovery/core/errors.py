@@ -4,6 +4,8 @@ ServiceError
 ├── InvalidArgument     the request is malformed (HTTP 400/422, gRPC INVALID_ARGUMENT)
 ├── ResourceExhausted   a capacity limit was hit (HTTP 422, gRPC RESOURCE_EXHAUSTED)
 ├── RateLimited         too many requests from one client IP (HTTP 429, gRPC RESOURCE_EXHAUSTED)
+├── Unauthenticated     a write lacks a valid proof of its sender (HTTP 401, UNAUTHENTICATED)
+├── PermissionDenied    the sender may not make this write (HTTP 403, PERMISSION_DENIED)
 └── NotReady            storage is unavailable or the projection is still loading (503, UNAVAILABLE)
 
 DamagedState            the stored state does not add up; the process refuses to serve it
@@ -38,6 +40,14 @@ class RateLimited(ServiceError):
 
 class NotReady(ServiceError):
     code = "unavailable"
+
+
+class Unauthenticated(ServiceError):
+    code = "unauthenticated"
+
+
+class PermissionDenied(ServiceError):
+    code = "permission_denied"
 
 
 class DamagedState(Exception):

@@ -11,7 +11,8 @@ from membership.codec import decode_event
 from membership.events import Event
 from membership.model import ClusterView
 from membership.registry import fold
-from storage.base import StoredEvent
+from membership.snapshot import decode_snapshot
+from storage.base import EventLog, StoredEvent
 
 Listener = Callable[[str, Change], None]
 
@@ -85,3 +86,16 @@ class Projection:
             affiliates += len(view.affiliates)
             endpoints += sum(len(a.endpoints) for a in view.affiliates.values())
         return len(self.views), affiliates, endpoints
+
+
+async def load_projection(log: EventLog, batch: int = 2000) -> Projection:
+    """The newest snapshot, then every event after it; raises CodecError, DamagedState or
+    StorageError when the stored state cannot be read or does not add up."""
+    snapshot = await log.load_snapshot()
+    projection = Projection()
+    if snapshot is not None:
+        views = await asyncio.to_thread(decode_snapshot, snapshot.blob)
+        projection = Projection(views, snapshot.revision)
+    while records := await log.read(projection.head, batch):
+        projection.apply(records)
+    return projection

@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import timedelta
 from ipaddress import IPv4Address, IPv6Address
 
-from discovery.core import validate
+from discovery.core import authz, validate
 from discovery.core.admission import Admission, client_key
 from discovery.core.changes import WatchMessage
 from discovery.core.clock import Clock, Monotonic, system_clock
@@ -24,7 +24,8 @@ from discovery.core.health import StorageHealth
 from discovery.core.holdings import Holdings
 from discovery.core.hub import WatchHub
 from discovery.core.metrics import Metrics
-from discovery.core.projection import Projection
+from discovery.core.projection import Projection, load_projection
+from discovery.core.revocations import Revocations
 from discovery.core.values import CoreOptions, CoreStatus, HelloResult, HistoryEntry
 from discovery.core.watching import watch_cluster
 from membership import commands
@@ -32,7 +33,7 @@ from membership.codec import encode_event, event_type
 from membership.errors import DomainError, TTLTooLarge
 from membership.events import Event
 from membership.model import Affiliate, ClusterView, UpdateRequest
-from membership.snapshot import decode_snapshot
+from membership.signatures import SignedRequest
 from storage.base import EventLog, NewEvent
 from storage.errors import Conflict, Rejected, StorageError
 
@@ -51,7 +52,7 @@ Decide = Callable[[], list[Event]]
 IPAddress = IPv4Address | IPv6Address
 
 
-class DiscoveryService:
+class DiscoveryService(Revocations):
     """Clusters' affiliates, kept by folding the event log; every request enters here."""
 
     def __init__(
@@ -83,28 +84,21 @@ class DiscoveryService:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         metrics.watch_status(self.status)
 
-    # -- lifecycle -------------------------------------------------------------------------
-
     async def load(self) -> None:
         """Rebuild the projection: the newest snapshot, then every event after it."""
         started = time.monotonic()
-        snapshot = await self._log.load_snapshot()
-        if snapshot is not None:
-            views = await asyncio.to_thread(decode_snapshot, snapshot.blob)
-            self._projection = Projection(views, snapshot.revision)
-            self._projection.add_listener(self._holdings.on_change)
-            self._hub = WatchHub(self._projection, self._options.watch_buffer)
-        while batch := await self._log.read(self._projection.head, _READ_BATCH):
-            self._projection.apply(batch)
+        self._projection = await load_projection(self._log)
+        self._projection.add_listener(self._holdings.on_change)
+        self._hub = WatchHub(self._projection, self._options.watch_buffer)
         self._loaded = True
         status = self.status()
+        seconds = round(time.monotonic() - started, 3)
         log.info(
             "state loaded",
             extra={
                 "revision": status.revision,
-                "clusters": status.clusters,
                 "affiliates": status.affiliates,
-                "seconds": round(time.monotonic() - started, 3),
+                "seconds": seconds,
             },
         )
 
@@ -168,8 +162,6 @@ class DiscoveryService:
         """Take a rate-limit token for `client_ip` (see Admission.admit); raises RateLimited."""
         await self._admission.admit(client_ip, wait_up_to=wait_up_to)
 
-    # -- requests --------------------------------------------------------------------------
-
     def hello(
         self, cluster_id: str, client_version: str, client_ip: IPAddress | None
     ) -> HelloResult:
@@ -189,6 +181,7 @@ class DiscoveryService:
         endpoints: Sequence[bytes],
         ttl_seconds: float,
         client_ip: IPAddress | None = None,
+        proof: SignedRequest | None = None,
     ) -> int:
         """Create or update an affiliate durably; returns the revision the change is visible at.
         A new affiliate counts against its creator's holdings (`client_ip`)."""
@@ -202,12 +195,13 @@ class DiscoveryService:
             endpoints=validate.endpoints(endpoints, self._limits),
             ttl=timedelta(seconds=clamped),
         )
+        grant = authz.authorize(cluster_id, affiliate_id, proof, self._clock(), deleting=False)
         client = client_key(client_ip) if client_ip is not None else None
         new = False
 
         def decide() -> list[Event]:
             nonlocal new
-            view = self._projection.view(cluster_id)
+            view = grant.check(self._projection.view(cluster_id))
             if new := request.affiliate_id not in view.affiliates:
                 self._holdings.check(client, cluster_id)
             return commands.update_affiliate(view, request, self._clock(), self._limits)
@@ -217,13 +211,18 @@ class DiscoveryService:
             self._holdings.created(client, cluster_id, request.affiliate_id)
         return revision
 
-    async def delete_affiliate(self, cluster_id: str, affiliate_id: str) -> int:
+    async def delete_affiliate(
+        self, cluster_id: str, affiliate_id: str, proof: SignedRequest | None = None
+    ) -> int:
         """Delete an affiliate (idempotent); returns the revision the deletion is visible at."""
         validate.cluster_id(cluster_id, self._limits)
         validate.affiliate_id(affiliate_id, self._limits)
+        grant = authz.authorize(cluster_id, affiliate_id, proof, self._clock(), deleting=True)
         return await self._decide_and_append(
             cluster_id,
-            lambda: commands.delete_affiliate(self._projection.view(cluster_id), affiliate_id),
+            lambda: commands.delete_affiliate(
+                grant.check(self._projection.view(cluster_id)), affiliate_id
+            ),
         )
 
     async def _decide_and_append(self, stream: str, decide: Decide) -> int:
@@ -310,8 +309,6 @@ class DiscoveryService:
         except StorageError as exc:
             raise NotReady("the event log is unavailable, try again later") from exc
         return horizon, [HistoryEntry.of(r) for r in records]
-
-    # -- watch -----------------------------------------------------------------------------
 
     async def watch(
         self,

@@ -25,9 +25,11 @@ from discovery.core.clientip import IPAddress
 from discovery.core.errors import (
     InvalidArgument,
     NotReady,
+    PermissionDenied,
     RateLimited,
     ResourceExhausted,
     ServiceError,
+    Unauthenticated,
 )
 from discovery.core.metrics import Metrics
 from discovery.core.service import DiscoveryService
@@ -43,6 +45,8 @@ _STATUS: dict[type[ServiceError], grpc.StatusCode] = {
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotReady: grpc.StatusCode.UNAVAILABLE,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 # Failures that are the server's fault; everything else is the caller's doing (or its choice).
@@ -66,6 +70,10 @@ class Call:
     context: grpc.aio.ServicerContext
     peer: str
     client_ip: IPAddress | None
+
+    def metadata(self, name: str) -> str | None:
+        """The call's metadata value for `name` (lowercase), None when absent."""
+        return _metadata_getter(self.context)(name)
 
 
 UnaryBehavior = Callable[[Request, Call], Awaitable[Message]]

@@ -22,6 +22,7 @@ from google.protobuf.duration_pb2 import Duration
 from discovery.core.changes import Change, WatchSnapshot
 from discovery.core.metrics import Metrics
 from discovery.core.service import DiscoveryService
+from discovery.grpc import signatures
 from discovery.grpc.interceptors import Call, CallHandlers
 from discovery.grpc.tls import CertificateReloader
 from discovery.proto import cluster_pb2 as pb
@@ -120,12 +121,23 @@ class ClusterServicer:
     async def affiliate_update(
         self, request: pb.AffiliateUpdateRequest, call: Call
     ) -> pb.AffiliateUpdateResponse:
+        data = request.affiliate_data if request.HasField("affiliate_data") else None
+        endpoints, ttl = list(request.affiliate_endpoints), _ttl_seconds(request)
+        proof = signatures.update_proof(
+            call.metadata,
+            request.cluster_id,
+            request.affiliate_id,
+            data=data,
+            endpoints=endpoints,
+            ttl_seconds=ttl,
+        )
         await self._service.update_affiliate(
             request.cluster_id,
             request.affiliate_id,
-            data=request.affiliate_data if request.HasField("affiliate_data") else None,
-            endpoints=list(request.affiliate_endpoints),
-            ttl_seconds=_ttl_seconds(request),
+            data=data,
+            endpoints=endpoints,
+            ttl_seconds=ttl,
+            proof=proof,
             client_ip=call.client_ip,
         )
         return pb.AffiliateUpdateResponse()
@@ -133,7 +145,8 @@ class ClusterServicer:
     async def affiliate_delete(
         self, request: pb.AffiliateDeleteRequest, call: Call
     ) -> pb.AffiliateDeleteResponse:
-        await self._service.delete_affiliate(request.cluster_id, request.affiliate_id)
+        proof = signatures.delete_proof(call.metadata, request.cluster_id, request.affiliate_id)
+        await self._service.delete_affiliate(request.cluster_id, request.affiliate_id, proof)
         return pb.AffiliateDeleteResponse()
 
     async def list(self, request: pb.ListRequest, call: Call) -> pb.ListResponse:

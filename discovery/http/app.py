@@ -7,7 +7,13 @@ from fastapi import FastAPI
 
 from discovery.core.metrics import Metrics
 from discovery.core.service import DiscoveryService
-from discovery.http import errors, routes_clusters, routes_meta, routes_watch
+from discovery.http import (
+    errors,
+    routes_clusters,
+    routes_meta,
+    routes_revocations,
+    routes_watch,
+)
 from discovery.http.middleware import BodyLimit, RawIDPath
 from discovery.http.request_metrics import RequestMetrics
 from discovery.settings import Settings
@@ -26,6 +32,7 @@ def create_app(core: DiscoveryService, settings: Settings, metrics: Metrics) -> 
     app.include_router(routes_meta.router)
     app.include_router(routes_clusters.router)
     app.include_router(routes_watch.router)
+    app.include_router(routes_revocations.router)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RawIDPath)

@@ -14,9 +14,11 @@ from starlette.exceptions import HTTPException
 from discovery.core.errors import (
     InvalidArgument,
     NotReady,
+    PermissionDenied,
     RateLimited,
     ResourceExhausted,
     ServiceError,
+    Unauthenticated,
 )
 
 log = logging.getLogger("discovery.http")
@@ -26,6 +28,8 @@ _STATUS: dict[type[ServiceError], int] = {
     ResourceExhausted: 422,
     RateLimited: 429,
     NotReady: 503,
+    Unauthenticated: 401,
+    PermissionDenied: 403,
 }
 
 _HTTP_CODES = {

@@ -16,6 +16,7 @@ from discovery.http.schemas import (
     RevisionResponse,
     iso,
 )
+from discovery.http.signatures import delete_proof, put_proof
 
 router = APIRouter(prefix="/v1/clusters", tags=["clusters"])
 
@@ -38,15 +39,18 @@ async def put_affiliate(
         endpoints=body.endpoints,
         ttl_seconds=body.ttl,
         client_ip=client_ip_of(request),
+        proof=await put_proof(request),
     )
     return _revision(revision)
 
 
 @router.delete("/{cluster}/affiliates/{affiliate}", response_model=RevisionResponse)
-async def delete_affiliate(cluster: str, affiliate: str, core: AdmittedCoreDep) -> Response:
+async def delete_affiliate(
+    cluster: str, affiliate: str, core: AdmittedCoreDep, request: Request
+) -> Response:
     """Delete an affiliate; deleting a missing one succeeds too."""
     revision = await core.delete_affiliate(
-        path_id(cluster, "cluster ID"), path_id(affiliate, "affiliate ID")
+        path_id(cluster, "cluster ID"), path_id(affiliate, "affiliate ID"), delete_proof(request)
     )
     return _revision(revision)
 

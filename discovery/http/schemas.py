@@ -85,3 +85,16 @@ class HistoryEvent(_Strict):
 class History(_Strict):
     horizon: int = Field(description="events at or below this revision may have been compacted")
     events: list[HistoryEvent]
+
+
+class RevocationIn(BaseModel):
+    """A node key and the cluster key's revocation of it, both standard base64."""
+
+    model_config = ConfigDict(extra="forbid")
+    node_key: str
+    signature: str
+
+
+class RevocationList(BaseModel):
+    revision: int
+    node_keys: list[str]

@@ -42,7 +42,7 @@ def make_config(endpoints: Sequence[str], extra: str = "") -> Config:
 
 def factory(*services: FakeDiscovery) -> Callable[[str], DiscoveryClient]:
     by_url = {s.url: s for s in services}
-    return lambda url: by_url[url].client()
+    return lambda url, **_: by_url[url].client()
 
 
 def make_agent(

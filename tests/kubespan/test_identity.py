@@ -13,12 +13,14 @@ from kubespan import identity
 from kubespan.identity import (
     NODE_ID_FILE,
     PRIVATE_KEY_FILE,
+    SIGNING_KEY_FILE,
     IdentityError,
     generate_private_key,
     load_or_create_identity,
     new_node_id,
     public_key_of,
 )
+from membership import keys
 from membership.secrets import b62decode
 
 
@@ -42,7 +44,12 @@ def test_creates_private_state_dir_and_files(tmp_path: Path, loose_umask: None) 
     assert mode(state / NODE_ID_FILE) == 0o600
     assert mode(state / PRIVATE_KEY_FILE) == 0o600
     assert ident.private_key_path == state / PRIVATE_KEY_FILE
-    assert sorted(p.name for p in state.iterdir()) == [NODE_ID_FILE, PRIVATE_KEY_FILE]
+    assert mode(state / SIGNING_KEY_FILE) == 0o600
+    assert sorted(p.name for p in state.iterdir()) == [
+        NODE_ID_FILE,
+        SIGNING_KEY_FILE,
+        PRIVATE_KEY_FILE,
+    ]
 
 
 def test_identity_is_reused_across_restarts(tmp_path: Path) -> None:
@@ -51,11 +58,34 @@ def test_identity_is_reused_across_restarts(tmp_path: Path) -> None:
     assert first == second
 
 
-def test_node_id_is_base62_of_32_bytes(tmp_path: Path) -> None:
-    node_id = load_or_create_identity(tmp_path).node_id
-    assert node_id.isalnum() and node_id.isascii()
-    assert len(b62decode(node_id)) == 32
-    assert new_node_id() != new_node_id()
+def test_talos_style_node_ids_are_base62_of_32_bytes_and_kept(tmp_path: Path) -> None:
+    # Nodes made before signing existed keep their Talos-style id (and write unsigned).
+    legacy = new_node_id()
+    assert legacy.isalnum() and legacy.isascii()
+    assert len(b62decode(legacy)) == 32
+    assert new_node_id() != legacy
+    (tmp_path / NODE_ID_FILE).write_text(legacy + "\n")
+    ident = load_or_create_identity(tmp_path)
+    assert ident.node_id == legacy
+    assert not ident.bound
+
+
+def test_a_new_node_id_is_bound_to_the_signing_key(tmp_path: Path) -> None:
+    ident = load_or_create_identity(tmp_path)
+    assert ident.signing_key is not None and ident.bound
+    assert keys.node_key_of(ident.node_id) == keys.public_bytes(ident.signing_key)
+    again = load_or_create_identity(tmp_path)
+    assert again.node_id == ident.node_id and again.bound
+
+
+def test_a_bound_id_of_another_key_or_a_bad_signing_key_is_corrupt(tmp_path: Path) -> None:
+    load_or_create_identity(tmp_path)
+    (tmp_path / NODE_ID_FILE).write_text(keys.node_affiliate_id(bytes(32)) + "\n")
+    with pytest.raises(IdentityError, match="bound to another key"):
+        load_or_create_identity(tmp_path)
+    (tmp_path / SIGNING_KEY_FILE).write_text("not a key\n")
+    with pytest.raises(IdentityError, match="not a base64 Ed25519 private key"):
+        load_or_create_identity(tmp_path)
 
 
 def test_key_pair_is_a_wireguard_key_pair(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from membership.events import (
     DowntimeCredited,
     EndpointsExpired,
     Event,
+    NodeRevoked,
 )
 from membership.limits import Limits
 from membership.model import Affiliate, ClusterView, Endpoint, UpdateRequest
@@ -88,11 +89,18 @@ def events() -> st.SearchStrategy[Event]:
         st.builds(AffiliateDeleted, affiliate_id=ids),
         st.builds(AffiliateExpired, affiliate_id=ids),
         st.builds(DowntimeCredited, down_from=times, down_until=times),
+        st.builds(
+            NodeRevoked,
+            node_key=st.binary(min_size=32, max_size=32),
+            signature=st.binary(min_size=64, max_size=64),
+        ),
     )
 
 
-def _view(cluster_id: str, members: list[Affiliate], revision: int) -> ClusterView:
-    return ClusterView(cluster_id, {a.id: a for a in members}, revision)
+def _view(
+    cluster_id: str, members: list[Affiliate], revision: int, revoked: frozenset[bytes]
+) -> ClusterView:
+    return ClusterView(cluster_id, {a.id: a for a in members}, revision, revoked)
 
 
 def cluster_views() -> st.SearchStrategy[ClusterView]:
@@ -102,6 +110,7 @@ def cluster_views() -> st.SearchStrategy[ClusterView]:
         st.text(min_size=1, max_size=12),
         st.lists(affiliates(), max_size=3),
         st.integers(min_value=0, max_value=2**63),
+        st.frozensets(st.binary(min_size=32, max_size=32), max_size=2),
     )
 
 

@@ -28,6 +28,7 @@ from membership.events import (
     DowntimeCredited,
     EndpointsExpired,
     Event,
+    NodeRevoked,
 )
 from membership.model import Affiliate, Endpoint
 from tests.membership.strategies import T0, US, aware_datetimes, events
@@ -105,6 +106,11 @@ GOLDEN = [
         '{"down_from":0,"down_until":1704067200000000}',
         id="downtime-credited",
     ),
+    pytest.param(
+        NodeRevoked(node_key=b"\x00" * 32, signature=b"\xff" * 64),
+        '{"node_key":"' + "A" * 43 + '=","signature":"' + "/" * 85 + 'w=="}',
+        id="node-revoked",
+    ),
 ]
 
 
@@ -148,6 +154,7 @@ def test_event_type_is_the_class_name() -> None:
         "AffiliateDeleted",
         "AffiliateExpired",
         "DowntimeCredited",
+        "NodeRevoked",
     ]
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from membership.codec import CodecError
+from membership.codec import CodecError, time_to_micros
 from membership.model import Affiliate, ClusterView, Endpoint
 from membership.snapshot import MAGIC, decode_snapshot, encode_snapshot
 from tests.membership.strategies import cluster_views
@@ -19,9 +20,30 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 AT = EPOCH + timedelta(microseconds=1_700_000_000_123_456)
 
 
-def _v1(blob: bytes) -> bytes:
+def _v2(views: list[ClusterView]) -> bytes:
+    """The same snapshot as written before revocations existed (KSNAP2, no revoked keys)."""
+    out = [b"KSNAP2"]
+    for view in views:
+        cid = view.id.encode()
+        out += (
+            struct.pack("<I", len(cid)),
+            cid,
+            struct.pack("<QI", view.revision, len(view.affiliates)),
+        )
+        for a in view.affiliates.values():
+            aid = a.id.encode()
+            out += (struct.pack("<H", len(aid)), aid, struct.pack("<I", len(a.data)), a.data)
+            out.append(struct.pack("<qH", time_to_micros(a.expires_at), len(a.endpoints)))
+            for e in a.endpoints:
+                out += (struct.pack("<H", len(e.data)), e.data)
+                out.append(struct.pack("<q", time_to_micros(e.expires_at)))
+    body = b"".join(out)
+    return body + _crc(body)
+
+
+def _v1(views: list[ClusterView]) -> bytes:
     """The same snapshot as written before the checksum existed."""
-    return b"KSNAP1" + blob[len(MAGIC) : -4]
+    return b"KSNAP1" + _v2(views)[len(b"KSNAP2") : -4]
 
 
 def _crc(body: bytes) -> bytes:
@@ -41,6 +63,7 @@ def test_layout_is_exact() -> None:
         + b"\x01\x00"  # expiry, endpoint count
         + b"\x01\x00e"
         + micros  # endpoint blob and expiry
+        + b"\x00\x00\x00\x00"  # no revoked keys
     )
     assert encode_snapshot([view]) == body + _crc(body)
 
@@ -68,7 +91,7 @@ def test_round_trip(views: list[ClusterView]) -> None:
 
 def test_every_truncation_is_detected() -> None:
     view = ClusterView("c", {"a": Affiliate("a", b"data", (Endpoint(b"ep", AT),), AT)}, 3)
-    for blob in (encode_snapshot([view]), _v1(encode_snapshot([view]))):
+    for blob in (encode_snapshot([view]), _v2([view]), _v1([view])):
         for cut in range(len(MAGIC), len(blob)):
             if cut == len(MAGIC) and blob.startswith(b"KSNAP1"):
                 assert decode_snapshot(blob[:cut]) == {}
@@ -91,14 +114,24 @@ def test_every_flipped_bit_is_detected() -> None:
 @settings(max_examples=50, deadline=None)
 @given(st.lists(cluster_views(), max_size=3, unique_by=lambda v: v.id))
 def test_snapshots_written_before_the_checksum_still_load(views: list[ClusterView]) -> None:
-    assert decode_snapshot(_v1(encode_snapshot(views))) == {v.id: v for v in views}
+    unrevoked = [replace(v, revoked=frozenset()) for v in views]
+    assert decode_snapshot(_v1(unrevoked)) == {v.id: v for v in unrevoked}
+    assert decode_snapshot(_v2(unrevoked)) == {v.id: v for v in unrevoked}
+
+
+def test_revoked_keys_survive_and_keep_an_empty_cluster() -> None:
+    view = ClusterView("c", {}, 9, frozenset({b"k" * 32, b"j" * 32}))
+    blob = encode_snapshot([view])
+    assert blob.endswith(b"j" * 32 + b"k" * 32 + _crc(blob[:-4]))
+    assert decode_snapshot(blob) == {"c": view}
+    with pytest.raises(CodecError):
+        body = blob[:-4].replace(b"\x02\x00\x00\x00" + b"j" * 32, b"\x09\x00\x00\x00" + b"j" * 32)
+        decode_snapshot(body + _crc(body))
 
 
 def test_time_out_of_range_is_rejected() -> None:
     view = ClusterView("c", {"a": Affiliate("a", b"", (), AT)}, 1)
-    blob = _v1(encode_snapshot([view])).replace(
-        struct.pack("<q", 1_700_000_000_123_456), struct.pack("<q", 2**62)
-    )
+    blob = _v1([view]).replace(struct.pack("<q", 1_700_000_000_123_456), struct.pack("<q", 2**62))
     with pytest.raises(CodecError):
         decode_snapshot(blob)
 
