@@ -24,6 +24,13 @@ Base64Bytes = Annotated[bytes, BeforeValidator(_b64)]
 b64 = encode_b64
 
 
+def aware(at: datetime | None) -> datetime | None:
+    """A query time as UTC-aware (a time without an offset is taken as UTC)."""
+    if at is None or at.tzinfo is not None:
+        return at
+    return at.replace(tzinfo=UTC)
+
+
 def iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -85,3 +92,13 @@ class HistoryEvent(_Strict):
 class History(_Strict):
     horizon: int = Field(description="events at or below this revision may have been compacted")
     events: list[HistoryEvent]
+
+
+class GoneDetail(_Strict):
+    code: str
+    message: str
+    oldest: int = Field(description="the oldest revision the retained log can rebuild")
+
+
+class GoneResponse(_Strict):
+    error: GoneDetail
