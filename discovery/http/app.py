@@ -7,7 +7,15 @@ from fastapi import FastAPI
 
 from discovery.core.metrics import Metrics
 from discovery.core.service import DiscoveryService
-from discovery.http import errors, routes_clusters, routes_meta, routes_watch
+from discovery.http import (
+    cors,
+    errors,
+    routes_clusters,
+    routes_docs,
+    routes_meta,
+    routes_ui,
+    routes_watch,
+)
 from discovery.http.middleware import BodyLimit, RawIDPath
 from discovery.http.request_metrics import RequestMetrics
 from discovery.settings import Settings
@@ -19,6 +27,8 @@ def create_app(core: DiscoveryService, settings: Settings, metrics: Metrics) -> 
         title="Discovery service",
         summary="Event-sourced cluster membership; Talos-compatible discovery.",
         version=SERVER_VERSION,
+        docs_url=None,  # served from local assets by routes_docs
+        redoc_url=None,
     )
     app.state.core = core
     app.state.settings = settings
@@ -26,7 +36,10 @@ def create_app(core: DiscoveryService, settings: Settings, metrics: Metrics) -> 
     app.include_router(routes_meta.router)
     app.include_router(routes_clusters.router)
     app.include_router(routes_watch.router)
+    routes_ui.install(app)
+    routes_docs.install(app)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RawIDPath)
+    cors.install(app, settings)
     return app

@@ -102,3 +102,13 @@ class GoneDetail(_Strict):
 
 class GoneResponse(_Strict):
     error: GoneDetail
+
+
+class StatusResponse(_Strict):
+    ready: bool
+    revision: int
+    clusters: int
+    affiliates: int
+    endpoints: int
+    watchers: int
+    version: str
