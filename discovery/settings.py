@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     cors_origins: str = Field(
         "", description="comma-separated origins that may call the HTTP API ('*': any); empty=off"
     )
+    access_log: bool = Field(False, description="log every HTTP request (method, path, status)")
     grpc_reflection: bool = Field(
         True, description="gRPC server reflection (grpcurl without protos)"
     )

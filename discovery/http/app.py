@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from discovery.core.metrics import Metrics
 from discovery.core.service import DiscoveryService
 from discovery.http import (
+    access_log,
     cors,
     errors,
     routes_clusters,
@@ -41,5 +42,6 @@ def create_app(core: DiscoveryService, settings: Settings, metrics: Metrics) -> 
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RawIDPath)
+    access_log.install(app, settings)
     cors.install(app, settings)
     return app

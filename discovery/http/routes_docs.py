@@ -36,10 +36,17 @@ def install(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url=openapi_url,
             title=f"{app.title} · API",
             redoc_js_url=f"{ASSETS}/redoc.standalone.js",
             redoc_favicon_url=f"{ASSETS}/favicon.png",
             with_google_fonts=False,
         )
+        # ReDoc's "API docs by Redocly" footer loads its logo from a CDN, with no option to
+        # turn it off: hide the link, and let the browser load images from this origin only.
+        body = bytes(page.body).replace(b"</head>", _HIDE_BRANDING + b"</head>", 1)
+        return HTMLResponse(body, headers={"Content-Security-Policy": "img-src 'self' data:"})
+
+
+_HIDE_BRANDING = b'<style>a[href*="redocly.com"]{display:none}</style>'

@@ -198,12 +198,17 @@ async function loadTimeline() {
     if (body.events.length < 1000) break;
     after = body.events[body.events.length - 1].revision;
   }
+  const shown = events.slice(-500).reverse();
+  // Name each event's affiliate by its hostname where the event carries the record.
+  const names = await Promise.all(
+    shown.map(async (ev) => (ev.affiliate ? label(await openAffiliate(ev.affiliate)) : ev.affiliate_id || "")),
+  );
   const list = $("timeline");
   list.replaceChildren();
-  for (const ev of events.slice(-500).reverse()) {
+  for (const [i, ev] of shown.entries()) {
     const li = document.createElement("li");
     li.dataset.revision = ev.revision;
-    li.textContent = `r${ev.revision}  ${ev.recorded_at}  ${ev.type}  ${ev.affiliate_id || ""}`;
+    li.textContent = `r${ev.revision}  ${ev.recorded_at}  ${ev.type}  ${names[i]}`;
     li.onclick = () => travel({ at: ev.revision });
     list.appendChild(li);
   }
