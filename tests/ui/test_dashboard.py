@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 from playwright.sync_api import Page, Request, Route, expect
 
 from membership.sealing import ClusterKey, seal_record
@@ -15,6 +16,8 @@ from membership.secrets import new_cluster_secret
 from tests.support.process import ServiceProcess
 from tests.ui.cluster import Cluster, b64, mesh_health, record
 from tests.ui.conftest import start_service
+
+pytestmark = pytest.mark.slow
 
 
 def test_shows_talos_sealed_records_and_a_live_update_within_a_second(
@@ -172,3 +175,12 @@ def test_docs_and_redoc_render_with_every_other_host_blocked(
     page.goto(own + "/")
     expect(page.locator('tr[data-key="ready"] td')).to_have_text("yes")
     assert outside == []
+
+
+def test_landing_page_counts_refresh_live(page: Page, service: ServiceProcess) -> None:
+    page.goto(service.url + "/")
+    expect(page.locator('tr[data-key="affiliates"] td')).to_have_text("0")
+    Cluster(service.url).put("a", record("node-a", 1), ["192.0.2.1:51820"])
+    expect(page.locator('tr[data-key="affiliates"] td')).to_have_text("1", timeout=5000)
+    expect(page.locator('tr[data-key="endpoints"] td')).to_have_text("1")
+    expect(page.get_by_role("link", name="Open the dashboard")).to_have_attribute("href", "/ui")
