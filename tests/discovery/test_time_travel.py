@@ -4,6 +4,7 @@ retained log."""
 from __future__ import annotations
 
 import base64
+import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -126,3 +127,18 @@ async def test_bad_revision_and_cluster_are_rejected(harness: Harness) -> None:
     assert both.status_code == 400
     r = await harness.client.get("/v1/clusters/" + "x" * 300 + "/affiliates", params={"at": 1})
     assert r.status_code == 400
+
+
+async def test_every_revision_rebuilt_equals_what_was_live_then(harness: Harness) -> None:
+    # Replay == live: after each write, remember the live list; then rebuild every revision.
+    rng = random.Random(16)
+    seen: dict[int, dict[str, str]] = {}
+    for step in range(40):
+        affiliate = rng.choice("abcde")
+        if rng.random() < 0.3:
+            revision = await harness.delete(affiliate)
+        else:
+            revision = await harness.put(affiliate, f"{affiliate}{step}".encode())
+        seen[revision] = await harness.members()
+    for revision, members in seen.items():
+        assert await harness.members(at=revision) == members, revision

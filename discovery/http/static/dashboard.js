@@ -120,7 +120,12 @@ function renderMesh(members) {
   for (const [m, health] of reports.sort(([a], [b]) => byLabel(a, b))) {
     const row = body.insertRow();
     row.appendChild(document.createElement("th")).textContent = label(m);
+    const own = [m.record.nodeId, m.record.kubespan && m.record.kubespan.publicKey];
     for (const p of peers) {
+      if (own.includes(p)) {
+        cell(row, "self", "");
+        continue;
+      }
       const seen = health.find((h) => h.peer === p);
       const td = cell(row, seen ? seen.state : "", seen ? (seen.rttMs != null ? `${seen.rttMs} ms` : seen.state) : "");
       td.title = seen ? seen.state : "not reported";
@@ -200,9 +205,9 @@ async function loadTimeline() {
   }
   const shown = events.slice(-500).reverse();
   // Name each event's affiliate by its hostname where the event carries the record.
-  const names = await Promise.all(
-    shown.map(async (ev) => (ev.affiliate ? label(await openAffiliate(ev.affiliate)) : ev.affiliate_id || "")),
-  );
+  const opened = await Promise.all(shown.map((ev) => (ev.affiliate ? openAffiliate(ev.affiliate) : null)));
+  const known = new Map(opened.filter((m) => m && m.record).map((m) => [m.id, label(m)]));
+  const names = shown.map((ev, i) => (opened[i] ? label(opened[i]) : known.get(ev.affiliate_id) || ev.affiliate_id || ""));
   const list = $("timeline");
   list.replaceChildren();
   for (const [i, ev] of shown.entries()) {
@@ -216,6 +221,7 @@ async function loadTimeline() {
   if (events.length) {
     slider.min = events[0].revision;
     slider.max = events[events.length - 1].revision;
+    if (!$("travel-revision").value) slider.value = slider.max;
   }
 }
 
