@@ -13,6 +13,7 @@ from playwright.sync_api import Page, Request, Route, expect
 
 from membership.sealing import ClusterKey, seal_record
 from membership.secrets import new_cluster_secret
+from tests.membership import test_sealing as kat
 from tests.support.process import ServiceProcess
 from tests.ui.cluster import Cluster, b64, mesh_health, record
 from tests.ui.conftest import start_service
@@ -54,6 +55,25 @@ def test_shows_talos_sealed_records_and_a_live_update_within_a_second(
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
     print(f"dashboard screenshot: {shot}")
+
+
+def test_opens_the_known_answer_bytes_of_a_talos_record(
+    page: Page, service: ServiceProcess
+) -> None:
+    # The bytes the sealing known-answer tests pin (what a Talos node publishes for RECORD).
+    cluster = Cluster(service.url, secret=kat.SECRET)
+    cluster.put_raw("talos", kat.SEALED_RECORD, [kat.SEALED_ENDPOINT_V4, kat.SEALED_ENDPOINT_V6])
+    page.goto(cluster.dashboard)
+    row = page.locator('#members tr[data-id="talos"]')
+    expect(row.locator(".hostname")).to_have_text("worker-1")
+    expect(row.locator(".node-id")).to_have_text(kat.RECORD.node_id)
+    expect(row.locator(".machine-type")).to_have_text("worker")
+    expect(row.locator(".addresses")).to_have_text("10.5.0.2")
+    expect(row.locator(".endpoints")).to_have_text("10.0.0.2:51820 [2001:db8::1]:51820")
+    expect(row.locator(".kubespan-key")).to_have_text(
+        "PLPNBddmTgHJhtw0vxltq1ZBdPP9RNOEUd5JjJZzBRY="
+    )
+    expect(row.locator(".kubespan-address")).to_have_text("fd50:8d60:4238:6302:f857:23ff:fe21:d1e0")
 
 
 def test_mesh_health_is_drawn_as_a_grid_when_records_carry_it(
