@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
 from urllib.parse import quote
@@ -42,14 +43,17 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint_bytes(number << 3 | 2) + _varint_bytes(len(payload)) + payload
 
 
-def mesh_health(peers: dict[str, tuple[int, int]]) -> bytes:
-    """Field 1000 entries in the dashboard's provisional format: peer, state, rtt (µs)."""
-    out = b""
-    for peer, (state, rtt_us) in peers.items():
-        entry = _field(1, peer.encode()) + bytes([2 << 3, state]) + bytes([3 << 3])
-        entry += _varint_bytes(rtt_us)
-        out += _field(1000, entry)
-    return out
+def mesh_health(peers: list[tuple[bytes, int, int, int]], *, omitted: int = 0) -> bytes:
+    """Affiliate field 1000 as the agents publish it (membership/health.py on the mesh side):
+    MeshHealth {1: observed_at, 2: 8 bytes per peer, 3: omitted}; each peer is (first 4 bytes
+    of its WireGuard key, state 0/1/2, flags bit 0 receiving | bit 1 session, handshake age)."""
+    packed = b"".join(
+        key[:4] + bytes((state, flags)) + age.to_bytes(2, "big") for key, state, flags, age in peers
+    )
+    message = bytes([1 << 3]) + _varint_bytes(int(time.time())) + _field(2, packed)
+    if omitted:
+        message += bytes([3 << 3]) + _varint_bytes(omitted)
+    return _field(1000, message)
 
 
 def _varint_bytes(value: int) -> bytes:

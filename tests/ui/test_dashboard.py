@@ -4,6 +4,7 @@ updates, no secret on the wire, resuming across a restart, time travel, a screen
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -80,14 +81,29 @@ def test_mesh_health_is_drawn_as_a_grid_when_records_carry_it(
     page: Page, service: ServiceProcess
 ) -> None:
     cluster = Cluster(service.url)
-    cluster.put("a", record("node-a", 1), [], extra=mesh_health({"node-id-node-b": (1, 2500)}))
-    cluster.put("b", record("node-b", 2), [], extra=mesh_health({"node-id-node-a": (2, 0)}))
+    key_a, key_b, key_gone = bytes([1]) * 32, bytes([2]) * 32, bytes([0xAB]) * 32
+    cluster.put("a", record("node-a", 1), [], extra=mesh_health([(key_b, 1, 3, 12)]))
+    cluster.put(
+        "b",
+        record("node-b", 2),
+        [],
+        extra=mesh_health([(key_a, 2, 0, 0xFFFF), (key_gone, 1, 1, 5)], omitted=2),
+    )
+    cluster.put("c", record("node-c", 3), [])  # publishes no health: no row of its own
     page.goto(cluster.dashboard)
-    expect(page.locator("#members tr[data-id='b'] .hostname")).to_have_text("node-b")
+    expect(page.locator("#members tr[data-id='c'] .hostname")).to_have_text("node-c")
     grid = page.locator("#mesh")
-    expect(grid.locator("thead th")).to_have_text(["from \\ to", "node-a", "node-b"])
-    expect(grid.locator("tbody tr").nth(0).locator("td.up")).to_have_text("2.5 ms")
-    expect(grid.locator("tbody tr").nth(1).locator("td.down")).to_have_count(1)
+    expect(grid.locator("thead th")).to_have_text(
+        ["from \\ to", "key abababab…", "node-a", "node-b"]
+    )
+    row_a, row_b = grid.locator("tbody tr").nth(0), grid.locator("tbody tr").nth(1)
+    expect(row_a.locator("th")).to_have_text("node-a")
+    expect(row_a.locator("td")).to_have_text(["", "", "up ⇄↓"])
+    expect(row_a.locator("td.self")).to_have_count(1)
+    expect(row_a.locator("td.up")).to_have_attribute("title", re.compile("handshake 12 s ago"))
+    expect(row_b.locator("td")).to_have_text(["up ↓", "down", ""])
+    expect(row_b.locator("td.down")).to_have_attribute("title", re.compile("no handshake"))
+    expect(row_b.locator("th")).to_have_attribute("title", re.compile("2 peers left out"))
 
 
 def test_the_secret_is_in_no_request_and_in_no_log_line(

@@ -3,7 +3,7 @@
 // never put in a URL, a header or a body, and the fragment itself is never sent by browsers.
 
 import { ClusterKey, fromBase64 } from "./sealing.js";
-import { decodeAffiliate, decodeEndpoint, decodeMeshHealth } from "./record.js";
+import { decodeAffiliate, decodeEndpoint, decodeMeshHealth, keyIdHex } from "./record.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { cluster: "", key: null, members: new Map(), lastId: "", source: null, queue: Promise.resolve() };
@@ -99,36 +99,53 @@ function render(changedId) {
   renderMesh([...state.members.values()]);
 }
 
-// The grid of who reaches whom: one row per node that publishes mesh health.
+// The grid of who reaches whom: one row per node that publishes mesh health, one column per
+// peer it reports (named by the member whose WireGuard key starts with the entry's key id).
 function renderMesh(members) {
-  const reports = members.filter((m) => m.record).map((m) => [m, decodeMeshHealth(m.record)]).filter(([, h]) => h);
+  const reports = members
+    .filter((m) => m.record)
+    .map((m) => [m, decodeMeshHealth(m.record)])
+    .filter(([, h]) => h);
   $("mesh-section").hidden = reports.length === 0;
   if (!reports.length) return;
   const names = new Map();
-  for (const m of members) {
-    if (!m.record) continue;
-    names.set(m.record.nodeId, label(m));
-    if (m.record.kubespan) names.set(m.record.kubespan.publicKey, label(m));
-  }
-  const peers = [...new Set(reports.flatMap(([, h]) => h.map((p) => p.peer)))].sort();
+  const keyOf = (m) => {
+    try {
+      return m.record.kubespan ? keyIdHex(fromBase64(m.record.kubespan.publicKey)) : "";
+    } catch {
+      return "";
+    }
+  };
+  for (const m of members) if (m.record && keyOf(m)) names.set(keyOf(m), label(m));
+  const peers = [...new Set(reports.flatMap(([m, h]) => [keyOf(m), ...h.peers.map((p) => p.keyId)]))]
+    .filter(Boolean)
+    .sort((a, b) => (names.get(a) || a).localeCompare(names.get(b) || b));
   const table = $("mesh");
   table.replaceChildren();
   const head = table.createTHead().insertRow();
   head.appendChild(document.createElement("th")).textContent = "from \\ to";
-  for (const p of peers) head.appendChild(document.createElement("th")).textContent = names.get(p) || p;
+  for (const p of peers) head.appendChild(document.createElement("th")).textContent = names.get(p) || `key ${p}…`;
   const body = table.createTBody();
   for (const [m, health] of reports.sort(([a], [b]) => byLabel(a, b))) {
     const row = body.insertRow();
-    row.appendChild(document.createElement("th")).textContent = label(m);
-    const own = [m.record.nodeId, m.record.kubespan && m.record.kubespan.publicKey];
+    const th = row.appendChild(document.createElement("th"));
+    th.textContent = label(m);
+    th.title = `observed ${new Date(health.observedAt * 1000).toLocaleString()}` +
+      (health.omitted ? `, ${health.omitted} peers left out` : "");
     for (const p of peers) {
-      if (own.includes(p)) {
+      if (p === keyOf(m)) {
         cell(row, "self", "");
         continue;
       }
-      const seen = health.find((h) => h.peer === p);
-      const td = cell(row, seen ? seen.state : "", seen ? (seen.rttMs != null ? `${seen.rttMs} ms` : seen.state) : "");
-      td.title = seen ? seen.state : "not reported";
+      const seen = health.peers.find((h) => h.keyId === p);
+      if (!seen) {
+        cell(row, "", "").title = "not reported";
+        continue;
+      }
+      const age = seen.handshakeAge == null ? "no handshake" : `handshake ${seen.handshakeAge} s ago`;
+      const arrows = `${seen.session ? "⇄" : ""}${seen.receiving ? "↓" : ""}`;
+      const td = cell(row, seen.state, `${seen.state} ${arrows}`.trim());
+      td.title = `${seen.state}; ${age}; ${seen.receiving ? "receiving" : "not receiving"}; ${seen.session ? "session" : "no session"}`;
     }
   }
 }

@@ -106,23 +106,36 @@ export function decodeEndpoint(buf) {
   return ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`;
 }
 
-// --- mesh health (provisional) -------------------------------------------------------------
-// The live-mesh work publishes each agent's view of its peers in an Affiliate field Talos does
-// not know (1000 and up). Until its format is fixed, this reads field MESH_HEALTH_FIELD as
-// repeated { 1: peer (node id or WireGuard key, string), 2: state (1 up, 2 down), 3: rtt in
-// microseconds }. Only this function has to change when the real format lands.
+// --- mesh health -------------------------------------------------------------------------
+// Our agents publish their view of their WireGuard peers in Affiliate field 1000 (Talos skips
+// it as unknown): MeshHealth { 1: observed_at (Unix s), 2: peers (8 bytes each), 3: omitted }.
+// Each peer entry: the first 4 bytes of its raw WireGuard public key, a state byte (0 unknown,
+// 1 up, 2 down; anything else unknown), a flags byte (bit 0 receiving, bit 1 session) and the
+// seconds since its last handshake as big-endian uint16 (0xFFFF never). Only this function
+// knows the layout (membership/health.py is the agent's side of it).
 export const MESH_HEALTH_FIELD = 1000;
+const MESH_ENTRY = 8;
+const MESH_STATES = ["unknown", "up", "down"];
 
 export function decodeMeshHealth(record) {
-  const entries = record.extra.get(MESH_HEALTH_FIELD);
-  if (!entries) return null;
-  return entries.map((buf) => {
-    const f = readMessage(buf);
-    const state = first(f, 2) || 0;
-    return {
-      peer: str(f, 1),
-      state: state === 1 ? "up" : state === 2 ? "down" : "unknown",
-      rttMs: first(f, 3) ? first(f, 3) / 1000 : null,
-    };
-  });
+  const fields = record.extra.get(MESH_HEALTH_FIELD);
+  if (!fields) return null;
+  // A message field sent twice merges; its scalar and bytes fields: the last one wins.
+  const f = readMessage(fields[fields.length - 1]);
+  const packed = all(f, 2).at(-1) || new Uint8Array();
+  const peers = [];
+  for (let at = 0; at + MESH_ENTRY <= packed.length; at += MESH_ENTRY) {
+    const e = packed.subarray(at, at + MESH_ENTRY);
+    const age = (e[6] << 8) | e[7];
+    peers.push({
+      keyId: keyIdHex(e.subarray(0, 4)),
+      state: MESH_STATES[e[4]] || "unknown",
+      receiving: Boolean(e[5] & 1),
+      session: Boolean(e[5] & 2),
+      handshakeAge: age === 0xffff ? null : age,
+    });
+  }
+  return { observedAt: all(f, 1).at(-1) || 0, omitted: all(f, 3).at(-1) || 0, peers };
 }
+
+export const keyIdHex = (bytes) => Array.from(bytes.subarray(0, 4), (b) => b.toString(16).padStart(2, "0")).join("");
