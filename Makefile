@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# System packages for the privileged tests (WireGuard in namespaces, a throwaway PostgreSQL).
+# System packages for the privileged tests (WireGuard in namespaces, a throwaway PostgreSQL)
+# and for the browser tests (Debian's chromium, driven by Playwright through executable_path).
 # Only installed when running as root; otherwise those tests skip themselves (outside CI).
 sysdeps:
 ifeq ($(ROOT),0)
@@ -23,6 +24,7 @@ ifeq ($(ROOT),0)
 	command -v nft >/dev/null || missing="$$missing nftables"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v ping >/dev/null || missing="$$missing iputils-ping"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	{ command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \

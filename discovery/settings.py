@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     trust_x_real_ip: bool = False
     trust_x_forwarded_for: bool = False
     disable_client_ip: bool = False
+    cors_origins: str = Field(
+        "", description="comma-separated origins that may call the HTTP API ('*': any); empty=off"
+    )
+    access_log: bool = Field(False, description="log every HTTP request (method, path, status)")
+    grpc_reflection: bool = Field(
+        True, description="gRPC server reflection (grpcurl without protos)"
+    )
 
     rate_limit: float = Field(L.IP_RATE_PER_SECOND, ge=0, description="requests/s per IP, 0=off")
     rate_burst: int = Field(L.IP_RATE_BURST, ge=1)
@@ -82,6 +89,9 @@ class Settings(BaseSettings):
         if value and parse_addr(value)[1] is None:
             raise ValueError("must be HOST:PORT or :PORT")
         return value
+
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     def limits(self) -> Limits:
         return Limits(

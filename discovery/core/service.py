@@ -12,10 +12,10 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from ipaddress import IPv4Address, IPv6Address
 
-from discovery.core import authz, validate
+from discovery.core import authz, past, validate
 from discovery.core.admission import Admission, client_key
 from discovery.core.changes import WatchMessage
 from discovery.core.clock import Clock, Monotonic, system_clock
@@ -42,7 +42,6 @@ log = logging.getLogger("discovery")
 _READ_BATCH = 2000
 _CONFLICT_RETRIES = 8
 _APPLY_TIMEOUT = 30.0
-_MAX_REVISION = 2**63 - 1
 # Bounds a TTL before it becomes a timedelta (which overflows near 2.7e12 s); anything this
 # large fails validation as "ttl is too large" anyway.
 _TTL_CLAMP_SECONDS = 10.0**9
@@ -279,10 +278,8 @@ class DiscoveryService(Revocations):
 
     async def catch_up(self) -> None:
         """Wait until the projection includes everything committed so far."""
-        try:
+        with past.storage_unavailable():
             head = await self._log.head()
-        except StorageError as exc:
-            raise NotReady("the event log is unavailable, try again later") from exc
         await asyncio.wait_for(self._projection.wait_applied(head), _APPLY_TIMEOUT)
 
     def cut(self) -> tuple[int, list[ClusterView]]:
@@ -302,13 +299,15 @@ class DiscoveryService(Revocations):
         """(horizon, the cluster's events after `after`); events <= horizon may be gone."""
         validate.cluster_id(cluster_id, self._limits)
         self._check_ready()
-        after = min(after, _MAX_REVISION)  # 64-bit signed in every backend
-        try:
-            horizon = await self._log.horizon()
-            records = await self._log.read(after, limit, stream=cluster_id)
-        except StorageError as exc:
-            raise NotReady("the event log is unavailable, try again later") from exc
-        return horizon, [HistoryEntry.of(r) for r in records]
+        with past.storage_unavailable():
+            return await past.read_history(self._log, cluster_id, after, limit)
+
+    async def affiliates_at(self, cluster_id: str, at: int | datetime) -> past.Membership:
+        """The cluster's membership right after revision `at`, or at time `at`; RevisionGone."""
+        validate.cluster_id(cluster_id, self._limits)
+        self._check_ready()
+        with past.storage_unavailable():
+            return await past.membership_at(self._log, cluster_id, at)
 
     async def watch(
         self,

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
+from grpc_reflection.v1alpha import reflection
 
 from discovery.core.changes import Change, WatchSnapshot
 from discovery.core.metrics import Metrics
@@ -262,6 +263,10 @@ async def start_grpc_server(
     server = grpc.aio.server(options=_OPTIONS)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
+    if settings.grpc_reflection:
+        # Lets grpcurl and similar tools list and call the API without the .proto files; the
+        # schema is public (Talos' discovery API), so describing it reveals nothing.
+        reflection.enable_server_reflection((SERVICE, reflection.SERVICE_NAME), server)
     address = bind_address(settings.grpc_addr)
     port: int
     try:

@@ -8,10 +8,14 @@ from fastapi import FastAPI
 from discovery.core.metrics import Metrics
 from discovery.core.service import DiscoveryService
 from discovery.http import (
+    access_log,
+    cors,
     errors,
     routes_clusters,
+    routes_docs,
     routes_meta,
     routes_revocations,
+    routes_ui,
     routes_watch,
 )
 from discovery.http.middleware import BodyLimit, RawIDPath
@@ -25,6 +29,8 @@ def create_app(core: DiscoveryService, settings: Settings, metrics: Metrics) -> 
         title="Discovery service",
         summary="Event-sourced cluster membership; Talos-compatible discovery.",
         version=SERVER_VERSION,
+        docs_url=None,  # served from local assets by routes_docs
+        redoc_url=None,
     )
     app.state.core = core
     app.state.settings = settings
@@ -33,7 +39,11 @@ def create_app(core: DiscoveryService, settings: Settings, metrics: Metrics) -> 
     app.include_router(routes_clusters.router)
     app.include_router(routes_watch.router)
     app.include_router(routes_revocations.router)
+    routes_ui.install(app)
+    routes_docs.install(app)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RawIDPath)
+    access_log.install(app, settings)
+    cors.install(app, settings)
     return app

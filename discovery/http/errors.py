@@ -20,6 +20,7 @@ from discovery.core.errors import (
     ServiceError,
     Unauthenticated,
 )
+from discovery.core.past import RevisionGone
 
 log = logging.getLogger("discovery.http")
 
@@ -71,6 +72,11 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, RateLimited):
             headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
         return error_response(status, exc.code, exc.message, headers)
+
+    @app.exception_handler(RevisionGone)
+    async def _gone(_: Request, exc: RevisionGone) -> JSONResponse:
+        body = {"code": exc.code, "message": exc.message, "oldest": exc.oldest}
+        return JSONResponse({"error": body}, status_code=410)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

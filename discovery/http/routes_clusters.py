@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
+from discovery.core.errors import InvalidArgument
 from discovery.http.deps import AdmittedCoreDep, client_ip_of, path_id
 from discovery.http.schemas import (
     AffiliateList,
     AffiliateOut,
     AffiliateUpdate,
+    GoneResponse,
     History,
     HistoryEvent,
     RevisionResponse,
+    aware,
     iso,
 )
 from discovery.http.signatures import delete_proof, put_proof
@@ -55,10 +59,32 @@ async def delete_affiliate(
     return _revision(revision)
 
 
-@router.get("/{cluster}/affiliates", response_model=AffiliateList)
-async def list_affiliates(cluster: str, core: AdmittedCoreDep) -> AffiliateList:
-    """Every live affiliate of the cluster, with the revision the list reflects."""
-    revision, affiliates = core.list_affiliates(path_id(cluster, "cluster ID"))
+@router.get(
+    "/{cluster}/affiliates",
+    response_model=AffiliateList,
+    responses={410: {"model": GoneResponse, "description": "older than the retained log"}},
+)
+async def list_affiliates(
+    cluster: str,
+    core: AdmittedCoreDep,
+    at: Annotated[int | None, Query(ge=0, description="membership as of this revision")] = None,
+    at_time: Annotated[
+        datetime | None, Query(description="membership as of this RFC 3339 time")
+    ] = None,
+) -> AffiliateList:
+    """Every live affiliate of the cluster, with the revision the list reflects.
+
+    With `at` or `at_time`, the membership as it was then (time travel), rebuilt from the
+    retained log; 410 names the oldest revision that can still be rebuilt.
+    """
+    cluster_id = path_id(cluster, "cluster ID")
+    if at is not None and at_time is not None:
+        raise InvalidArgument("give at or at_time, not both")
+    when = at if at is not None else aware(at_time)
+    if when is None:
+        revision, affiliates = core.list_affiliates(cluster_id)
+    else:
+        revision, affiliates = await core.affiliates_at(cluster_id, when)
     return AffiliateList(revision=revision, affiliates=[AffiliateOut.of(a) for a in affiliates])
 
 

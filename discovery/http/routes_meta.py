@@ -1,11 +1,9 @@
-"""HTTP: hello, health, readiness and the landing page."""
+"""HTTP: hello, health and readiness (the landing page is in routes_ui)."""
 
 from __future__ import annotations
 
-import html
-
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 
 from discovery.http.deps import AdmittedCoreDep, ClientIPDep, CoreDep
 from discovery.http.schemas import HelloRequest, HelloResponse
@@ -41,40 +39,3 @@ async def readyz(core: CoreDep) -> JSONResponse:
         )
     message = {"code": "unavailable", "message": status.reason}
     return JSONResponse({"error": message}, status_code=503)
-
-
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def landing(core: CoreDep) -> HTMLResponse:
-    status = core.status()
-    rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>"
-        for k, v in (
-            ("clusters", status.clusters),
-            ("affiliates", status.affiliates),
-            ("endpoints", status.endpoints),
-            ("watchers", status.watchers),
-            ("log revision", status.revision),
-            ("ready", "yes" if status.ready else "no"),
-        )
-    )
-    return HTMLResponse(_PAGE.format(version=html.escape(SERVER_VERSION), rows=rows))
-
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Discovery service</title>
-<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:46em;margin:3em auto;padding:0 1em}}
-table{{border-collapse:collapse}}
-th,td{{padding:.2em 1em;text-align:left;border-bottom:1px solid #ddd}}
-code{{background:#f4f4f4;padding:0 .3em}}</style></head><body>
-<h1>Cluster discovery service</h1>
-<p>Machines of a cluster publish <em>affiliate records</em> here and watch each other's, so they can
-build a WireGuard mesh before anything else runs. Records are sealed with the cluster secret
-(AES-256-GCM for data, AES-ECB for endpoints so they can be deduplicated); this service never
-holds the key and only ever stores ciphertext.</p>
-<p>Every change is an event in an append-only log; membership is the fold of that log, and watchers
-can resume from any revision. Speaks the Talos discovery gRPC API and a JSON/SSE HTTP API
-(<a href="/docs">API reference</a>).</p>
-<h2>Now</h2><table>{rows}</table>
-<p><small>version {version}</small></p>
-</body></html>
-"""

@@ -24,6 +24,13 @@ Base64Bytes = Annotated[bytes, BeforeValidator(_b64)]
 b64 = encode_b64
 
 
+def aware(at: datetime | None) -> datetime | None:
+    """A query time as UTC-aware (a time without an offset is taken as UTC)."""
+    if at is None or at.tzinfo is not None:
+        return at
+    return at.replace(tzinfo=UTC)
+
+
 def iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -98,3 +105,23 @@ class RevocationIn(BaseModel):
 class RevocationList(BaseModel):
     revision: int
     node_keys: list[str]
+
+
+class GoneDetail(_Strict):
+    code: str
+    message: str
+    oldest: int = Field(description="the oldest revision the retained log can rebuild")
+
+
+class GoneResponse(_Strict):
+    error: GoneDetail
+
+
+class StatusResponse(_Strict):
+    ready: bool
+    revision: int
+    clusters: int
+    affiliates: int
+    endpoints: int
+    watchers: int
+    version: str
