@@ -21,6 +21,8 @@ IPAddress = IPv4Address | IPv6Address
 
 # Longest a call may wait for a rate-limit token: bounds the reservations one client holds.
 MAX_RATE_WAIT = 60.0
+# Affiliates (or replayed events) one rate-limit token pays for in an answer.
+ITEMS_PER_TOKEN = 100
 
 
 def client_key(ip: IPAddress) -> Hashable:
@@ -51,6 +53,13 @@ class Admission:
             raise RateLimited("rate limit exceeds request timeout", retry_after=retry)
         if wait > 0:
             await asyncio.sleep(wait)
+
+    def charge(self, client_ip: IPAddress | None, items: int) -> None:
+        """Charge a client for an answer of `items` affiliates or events beyond the first
+        hundred (one token per hundred): a snapshot of a full cluster costs what it weighs."""
+        if client_ip is not None and items > ITEMS_PER_TOKEN:
+            tokens = (items - ITEMS_PER_TOKEN) / ITEMS_PER_TOKEN
+            self._limiter.charge(client_key(client_ip), self._monotonic(), tokens)
 
     def open_stream(self, client_ip: IPAddress | None) -> Hashable | None:
         """Count an open watch; raises RateLimited past a cap. Returns the key to close it."""

@@ -45,6 +45,12 @@ class RateLimiter:
         bucket.tokens -= 1.0
         return wait
 
+    def charge(self, key: object, now: float, tokens: float) -> None:
+        """Take `tokens` more for work already done (a large answer): the bucket may go into
+        debt, which the client's next requests wait out or are refused for."""
+        if self.rate > 0 and tokens > 0:
+            self._refilled(key, now).tokens -= tokens
+
     def _refilled(self, key: object, now: float) -> _Bucket:
         bucket = self._buckets.get(key)
         if bucket is None:

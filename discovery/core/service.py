@@ -8,6 +8,7 @@ call returns the revision. Events appended by other replicas take the same tail 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import weakref
@@ -184,8 +185,7 @@ class DiscoveryService(Revocations):
     ) -> int:
         """Create or update an affiliate durably; returns the revision the change is visible at.
         A new affiliate counts against its creator's holdings (`client_ip`)."""
-        # Same order as upstream's validate.go, so a request with several bad fields gets
-        # the same message from both front ends and from the Talos service.
+        # Upstream validate.go's order: several bad fields give the same message everywhere.
         validate.cluster_id(cluster_id, self._limits)
         clamped = max(-_TTL_CLAMP_SECONDS, min(ttl_seconds, _TTL_CLAMP_SECONDS))
         request = UpdateRequest(
@@ -286,12 +286,16 @@ class DiscoveryService(Revocations):
         """A consistent cut: the revision and every cluster view as of it (views are frozen)."""
         return self._projection.head, list(self._projection.views.values())
 
-    def list_affiliates(self, cluster_id: str) -> tuple[int, list[Affiliate]]:
-        """(revision, live affiliates of the cluster)."""
+    def list_affiliates(
+        self, cluster_id: str, client_ip: IPAddress | None = None
+    ) -> tuple[int, list[Affiliate]]:
+        """(revision, live affiliates of the cluster); a large list is charged to `client_ip`."""
         validate.cluster_id(cluster_id, self._limits)
         self._check_ready()
         view = self._projection.views.get(cluster_id)
-        return self._projection.head, list(view.affiliates.values()) if view else []
+        affiliates = list(view.affiliates.values()) if view else []
+        self._admission.charge(client_ip, len(affiliates))
+        return self._projection.head, affiliates
 
     async def history(
         self, cluster_id: str, after: int, limit: int
@@ -317,20 +321,23 @@ class DiscoveryService(Revocations):
         idle: float | None = None,
         client_ip: IPAddress | None = None,
     ) -> AsyncGenerator[WatchMessage | None, None]:
-        """A snapshot (or, with `since`, exactly the changes after it), then live changes.
-
-        Yields None after `idle` seconds without a change, so callers can send keep-alives.
-        Validation, readiness and the stream caps are checked at the first pull; the stream
-        ends after the configured lifetime (clients resume where they were).
-        """
+        """A snapshot (or, with `since`, exactly the changes after it), then live changes;
+        None after `idle` seconds without one (for keep-alives). Validation, readiness and the
+        stream caps are checked at the first pull; large snapshots and replays are charged to
+        `client_ip`; the stream ends after the lifetime (clients resume where they were)."""
         validate.cluster_id(cluster_id, self._limits)
         self._check_ready()
         client = self._admission.open_stream(client_ip)
         lifetime = self._options.watch_lifetime
-        # Wake at least once a lifetime, so a quiet stream ends on time too.
-        idle = lifetime if idle is None else min(idle, lifetime)
+        idle = min(idle or lifetime, lifetime)  # a quiet stream must wake to end on time too
         stream = watch_cluster(
-            self._hub, self._log, cluster_id, since=since, idle=idle, on_catch_up=self._caught_up
+            self._hub,
+            self._log,
+            cluster_id,
+            since=since,
+            idle=idle,
+            on_catch_up=self._metrics.watch_catchups.inc,
+            on_sent=functools.partial(self._admission.charge, client_ip),
         )
         ends = self._monotonic() + lifetime
         try:
@@ -341,6 +348,3 @@ class DiscoveryService(Revocations):
         finally:
             self._admission.close_stream(client)
             await stream.aclose()
-
-    def _caught_up(self) -> None:
-        self._metrics.watch_catchups.inc()

@@ -23,14 +23,20 @@ async def watch_cluster(
     since: int | None,
     idle: float | None,
     on_catch_up: Callable[[], None],
+    on_sent: Callable[[int], None] = lambda items: None,
 ) -> AsyncGenerator[WatchMessage | None, None]:
-    """See DiscoveryService.watch; `on_catch_up` is told each time the log is replayed."""
+    """See DiscoveryService.watch; `on_catch_up` is told each time the log is replayed, and
+    `on_sent` how many affiliates or replayed events each snapshot or replay carried."""
     sub, snapshot = hub.subscribe(cluster_id)
     try:
         if since is not None and await _replayable(log, since, snapshot.revision):
+            replayed = 0
             async for change in _replay(log, cluster_id, since, snapshot.revision):
+                replayed += 1
                 yield change
+            on_sent(replayed)
         else:
+            on_sent(len(snapshot.affiliates))
             yield snapshot
         last = snapshot.revision
         while True:

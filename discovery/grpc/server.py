@@ -151,7 +151,7 @@ class ClusterServicer:
         return pb.AffiliateDeleteResponse()
 
     async def list(self, request: pb.ListRequest, call: Call) -> pb.ListResponse:
-        _, affiliates = self._service.list_affiliates(request.cluster_id)
+        _, affiliates = self._service.list_affiliates(request.cluster_id, call.client_ip)
         return pb.ListResponse(affiliates=[_affiliate(a) for a in affiliates])
 
     async def watch(self, request: pb.WatchRequest, call: Call) -> None:

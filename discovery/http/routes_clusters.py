@@ -66,6 +66,7 @@ async def delete_affiliate(
 )
 async def list_affiliates(
     cluster: str,
+    request: Request,
     core: AdmittedCoreDep,
     at: Annotated[int | None, Query(ge=0, description="membership as of this revision")] = None,
     at_time: Annotated[
@@ -82,7 +83,7 @@ async def list_affiliates(
         raise InvalidArgument("give at or at_time, not both")
     when = at if at is not None else aware(at_time)
     if when is None:
-        revision, affiliates = core.list_affiliates(cluster_id)
+        revision, affiliates = core.list_affiliates(cluster_id, client_ip_of(request))
     else:
         revision, affiliates = await core.affiliates_at(cluster_id, when)
     return AffiliateList(revision=revision, affiliates=[AffiliateOut.of(a) for a in affiliates])

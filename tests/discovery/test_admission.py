@@ -11,6 +11,8 @@ from discovery.core.errors import RateLimited
 from discovery.core.metrics import Metrics
 from discovery.core.service import DiscoveryService
 from discovery.core.values import CoreOptions
+from discovery.runtime import Runtime
+from discovery.settings import Settings
 from storage.memory import MemoryEventLog
 
 pytestmark = pytest.mark.anyio
@@ -74,3 +76,26 @@ def test_client_version_labels_are_bounded() -> None:
     }
     assert len(labels) == HELLO_VERSION_LABELS + 1
     assert "other" in labels
+
+
+async def test_a_large_answer_is_charged_by_its_size() -> None:
+    clock = Clock()
+    settings = Settings(rate_limit=10.0, rate_burst=20)
+    runtime = Runtime(settings, event_log=MemoryEventLog(), monotonic=clock, listeners=False)
+    async with runtime:
+        core = runtime.core
+        for i in range(1000):
+            await core.update_affiliate("big", f"a{i}", data=b"d", endpoints=[], ttl_seconds=60)
+        ip = ip_address("192.0.2.9")
+        await core.admit(ip)
+        _, affiliates = core.list_affiliates("big", ip)  # 1000 affiliates: 9 tokens more
+        assert len(affiliates) == 1000
+        for _ in range(10):
+            await core.admit(ip)
+        with pytest.raises(RateLimited):
+            await core.admit(ip)  # 20 - 1 - 9 - 10 = 0 left
+        small = ip_address("192.0.2.10")
+        await core.admit(small)
+        core.list_affiliates("empty", small)  # a small answer costs nothing more
+        for _ in range(19):
+            await core.admit(small)
