@@ -18,19 +18,23 @@ from tests.deploy.live.podman import engine_env, inspect, logs, podman
 
 @dataclass
 class Compose:
-    file: Path
+    files: list[Path]
+    """The compose file, then any override files (merged in order, as `-f A -f B`)."""
     env: dict[str, str]
     project: str = field(default_factory=lambda: f"deploy-live-{os.urandom(3).hex()}")
 
     def run(self, *args: str, timeout: float = 300.0) -> str:
-        argv = [str(venv_bin("podman-compose")), "-p", self.project, "-f", str(self.file), *args]
+        argv = [str(venv_bin("podman-compose")), "-p", self.project]
+        for file in self.files:
+            argv += ["-f", str(file)]
+        argv += args
         proc = subprocess.run(
             argv,
             capture_output=True,
             text=True,
             timeout=timeout,
             env={**engine_env(), **self.env},
-            cwd=self.file.parent,
+            cwd=self.files[0].parent,
             check=False,
         )
         if proc.returncode != 0:

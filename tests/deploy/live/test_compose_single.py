@@ -44,7 +44,7 @@ def single(bases: Bases, service_image: str) -> Iterator[tuple[Compose, str]]:
     http_port = free_port()
     env = compose_env(bases, http_port, free_port())
     env["DISCOVERY_METRICS_PORT"] = str(free_port())
-    compose = Compose(DEPLOY / "compose.yaml", env)
+    compose = Compose([DEPLOY / "compose.yaml"], env)
     try:
         yield compose, f"http://127.0.0.1:{http_port}"
     finally:

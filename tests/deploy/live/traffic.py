@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from tests.support.sse import SSEEvent
 class Writer:
     url: str
     cluster: str
+    verify: ssl.SSLContext | bool = True
     interval: float = 0.05
     acked: dict[str, float] = field(default_factory=dict)
     """affiliate id -> monotonic time the write was acknowledged."""
@@ -36,7 +38,7 @@ class Writer:
         return self
 
     def _loop(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=5) as http:
+        with httpx.Client(base_url=self.url, timeout=5, verify=self.verify) as http:
             n = 0
             while not self._stop.is_set():
                 n += 1
@@ -72,6 +74,7 @@ class Writer:
 class Watcher:
     url: str
     cluster: str
+    verify: ssl.SSLContext | bool = True
     revisions: list[int] = field(default_factory=list)
     breaks: list[float] = field(default_factory=list)
     """Monotonic times the stream ended."""
@@ -92,7 +95,9 @@ class Watcher:
             headers = {"Last-Event-ID": str(self.revisions[-1])} if self.revisions else {}
             try:
                 with (
-                    httpx.Client(base_url=self.url, timeout=httpx.Timeout(5, read=30)) as http,
+                    httpx.Client(
+                        base_url=self.url, timeout=httpx.Timeout(5, read=30), verify=self.verify
+                    ) as http,
                     http.stream(
                         "GET", f"/v1/clusters/{self.cluster}/watch", headers=headers
                     ) as response,
