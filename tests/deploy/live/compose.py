@@ -8,12 +8,13 @@ that cannot clash with anything else on the machine.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.deploy.deploy_support import venv_bin
-from tests.deploy.live.podman import engine_env, inspect, logs, podman
+from tests.deploy.live.podman import engine_env, inspect, logs, podman, remove_volumes
 
 
 @dataclass
@@ -66,5 +67,17 @@ class Compose:
         return "\n".join(f"--- {s}\n{logs(self.container(s))}" for s in services)
 
     def down(self) -> None:
-        """Remove the containers and the project's volumes (what `down -v` means)."""
+        """Remove the containers and every volume they used, anonymous ones too: `down -v`
+        removes the project's named volumes, not those the images' VOLUME lines created."""
+        ids = podman(
+            "ps", "-a", "--filter", f"label=io.podman.compose.project={self.project}",
+            "--format", "{{.ID}}",
+        ).split()  # fmt: skip
+        anonymous = [
+            m["Name"]
+            for cid in ids
+            for m in inspect(cid)["Mounts"]
+            if m.get("Type") == "volume" and re.fullmatch(r"[0-9a-f]{64}", m.get("Name", ""))
+        ]
         self.run("down", "-v", "-t", "10", timeout=180)
+        remove_volumes(anonymous)

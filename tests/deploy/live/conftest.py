@@ -12,7 +12,6 @@ of the HA test, are printed at the end of the run (docs/operations.md quotes the
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -91,22 +90,3 @@ def service_image(bases: Bases) -> str:
 @pytest.fixture(scope="session")
 def agent_image(bases: Bases) -> str:
     return _build(AGENT_IMAGE, "agent", bases)
-
-
-@pytest.fixture
-def containers() -> Iterator[list[str]]:
-    """Names appended here are force-removed after the test."""
-    from tests.deploy.live.podman import remove_containers
-
-    names: list[str] = []
-    yield names
-    remove_containers(names)
-
-
-@pytest.fixture
-def volumes() -> Iterator[list[str]]:
-    from tests.deploy.live.podman import remove_volumes
-
-    names: list[str] = []
-    yield names
-    remove_volumes(names)
