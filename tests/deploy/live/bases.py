@@ -106,12 +106,12 @@ def _python_base(tag: str) -> None:
             for entry in (root / cache).glob("*"):
                 if entry.is_file():
                     entry.unlink()
-        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(
-            ["podman", "import", "--change", 'CMD ["python3"]', "-", tag],
-            stdin=tar.stdout, check=True, capture_output=True, env=engine_env(), timeout=600,
-        )  # fmt: skip
-        if tar.wait() != 0:
+        with subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE) as tar:
+            subprocess.run(
+                ["podman", "import", "--change", 'CMD ["python3"]', "-", tag],
+                stdin=tar.stdout, check=True, capture_output=True, env=engine_env(), timeout=600,
+            )  # fmt: skip
+        if tar.returncode != 0:
             raise RuntimeError("tar of the debootstrap tree failed")
 
 
