@@ -74,13 +74,15 @@ ifeq ($(ROOT),0)
 	fi
 endif
 
-test-deploy: sysdeps deploy-sysdeps $(STAMP)
 ifeq ($(ROOT),0)
+test-deploy: sysdeps deploy-sysdeps $(STAMP)
 	$(BIN)/pip install -q $(DEPLOY_TOOLS)
 	DEPLOY_LIVE=1 $(BIN)/python -m pytest -q -ra tests/deploy/live
 else
+test-deploy:
 	@if [ "$$CI" = true ]; then \
-		echo "make test-deploy: needs root (podman, debootstrap, network namespaces)" >&2; exit 1; \
+		echo "make test-deploy: FAILED, needs root (podman, debootstrap, network namespaces)" >&2; \
+		exit 1; \
 	fi
 	@echo "make test-deploy: SKIPPED, needs root (podman, debootstrap, network namespaces)"
 endif
