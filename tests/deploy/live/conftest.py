@@ -12,14 +12,16 @@ of the HA test, are printed at the end of the run (docs/operations.md quotes the
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from tests.deploy.deploy_support import DEPLOY, REPO
 from tests.deploy.live.bases import Bases, ensure_bases
+from tests.deploy.live.figures import FIGURES, record
 from tests.deploy.live.podman import build, image_size, missing_tools
 
+HERE = Path(__file__).resolve().parent
 SERVICE_IMAGE = "localhost/kubespan-discovery:test"
 AGENT_IMAGE = "localhost/kubespan-agent:test"
 
@@ -28,29 +30,19 @@ def live_requested() -> bool:
     return os.environ.get("DEPLOY_LIVE") == "1"
 
 
-@dataclass
-class Report:
-    """Figures gathered during the session, printed in the terminal summary."""
-
-    lines: list[str] = field(default_factory=list)
-
-
-REPORT = Report()
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if live_requested():
         return
     skip = pytest.mark.skip(reason="live deployment test: run by `make test-deploy` (as root)")
     for item in items:
-        if "tests/deploy/live/" in item.nodeid or "deploy/live/" in str(item.path):
+        if item.path.is_relative_to(HERE):
             item.add_marker(skip)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if REPORT.lines:
+    if FIGURES:
         terminalreporter.section("deployment figures")
-        for line in REPORT.lines:
+        for line in FIGURES:
             terminalreporter.write_line(line)
 
 
@@ -63,7 +55,8 @@ def bases() -> Bases:
         pytest.fail(f"missing {', '.join(missing)}: `make test-deploy` installs them")
     built: list[str] = []
     result = ensure_bases(built)
-    REPORT.lines += [f"base image {line}" for line in built]
+    for line in built:
+        record(f"base image {line}")
     return result
 
 
@@ -76,9 +69,7 @@ def _build(tag: str, target: str, bases: Bases) -> str:
         build_args={"PYTHON_IMAGE": bases.python},
     )
     size = image_size(tag) / 1e6
-    REPORT.lines.append(
-        f"{target} image: build {seconds:.0f}s (layer cache may apply), {size:.0f} MB"
-    )
+    record(f"{target} image: build {seconds:.0f}s (layer cache may apply), {size:.0f} MB")
     return tag
 
 

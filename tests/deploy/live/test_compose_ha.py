@@ -28,7 +28,7 @@ from discovery.proto import cluster_pb2
 from tests.deploy.deploy_support import DEPLOY
 from tests.deploy.live.bases import Bases
 from tests.deploy.live.compose import Compose
-from tests.deploy.live.conftest import REPORT
+from tests.deploy.live.figures import record
 from tests.deploy.live.podman import podman, wait_for
 from tests.deploy.live.test_compose_single import COMPOSE_IMAGE, compose_env, ready
 from tests.deploy.live.test_service_image import free_port
@@ -200,4 +200,4 @@ def test_ha_survives_a_replica_stop_and_a_postgres_restart(ha: HA) -> None:
         "writes_failed": writer.failures,
         "watch_breaks": len(watcher.breaks),
     }
-    REPORT.lines.append(f"HA failover: {json.dumps(figures)}")
+    record(f"HA failover: {json.dumps(figures)}")
