@@ -120,8 +120,10 @@ def test_ha_replicas_share_the_healthy_postgres() -> None:
     replicas = _discovery_services(compose)
     assert len(replicas) in (2, 3)
     postgres = compose["services"]["postgres"]
-    assert postgres["image"].split(":")[0] == "postgres"
-    assert postgres["image"].split(":")[1].startswith("16")
+    # The default, i.e. the image an operator gets without POSTGRES_IMAGE.
+    image = interpolate(postgres["image"], OPERATOR_ENV)
+    assert image.split(":")[0] == "postgres"
+    assert image.split(":")[1].startswith("16")
     assert "healthcheck" in postgres
     assert any(m.endswith(":/var/lib/postgresql/data") for m in postgres["volumes"])
     pg_env = _environment(postgres)
@@ -159,3 +161,30 @@ def test_ha_proxy_reaches_every_replica_and_is_trusted_for_client_ips() -> None:
     listens = {int(s.all("listen")[0].args[0]) for s in http.all("server")}
     assert _container_ports(proxy) == listens
     assert set(proxy["depends_on"]) == set(replicas)
+
+
+def test_ha_tls_override_adds_tls_on_the_proxy_to_the_same_upstreams() -> None:
+    override = _load(DEPLOY / "compose.ha.tls.yaml")
+    assert set(override["services"]) == {"proxy"}
+    proxy = override["services"]["proxy"]
+    mounts = {dest: source for source, dest in (m.rsplit(":", 2)[:2] for m in proxy["volumes"])}
+    conf_dir = DEPLOY / mounts["/etc/nginx/tls.d"]
+    assert conf_dir.is_dir()
+    assert "DISCOVERY_TLS_DIR" in mounts["/etc/nginx/tls"]
+    assert [int(str(p).split(":")[-1]) for p in proxy["ports"]] == [443]
+
+    http = parse(DEPLOY / "proxy" / "nginx-ha.conf").one("http")
+    assert [i.args for i in http.all("include")] == [["/etc/nginx/tls.d/*.conf"]]
+    upstreams = {u.args[0] for u in http.all("upstream")}
+    server = parse(conf_dir / "server.conf").one("server")
+    listens = server.all("listen")
+    assert {int(listen.args[0].rsplit(":", 1)[-1]) for listen in listens} == {443}
+    assert all("ssl" in listen.args for listen in listens)
+    for directive in ("ssl_certificate", "ssl_certificate_key"):
+        assert server.one(directive).args[0].startswith("/etc/nginx/tls/")
+    targets = {
+        d.args[0].split("://")[1]
+        for location in server.all("location")
+        for d in location.all("grpc_pass") + location.all("proxy_pass")
+    }
+    assert targets == upstreams
