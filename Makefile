@@ -56,7 +56,12 @@ test: sysdeps $(STAMP) lint layering
 	$(BIN)/python -m coverage report --include='membership/*' --fail-under=100
 	$(BIN)/python -m coverage report --include='storage/*' --fail-under=90
 
+# wrk and h2load are the load generators (a Python client would measure itself).
 bench: $(STAMP)
+ifeq ($(ROOT),0)
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nghttp2-client >/dev/null; }
+endif
 	$(BIN)/python -m bench
 
 demo: sysdeps $(STAMP)
