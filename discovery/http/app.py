@@ -8,8 +8,7 @@ from fastapi import FastAPI
 from discovery.core.metrics import Metrics
 from discovery.core.service import DiscoveryService
 from discovery.http import errors, routes_clusters, routes_meta, routes_watch
-from discovery.http.middleware import BodyLimit, RawIDPath
-from discovery.http.request_metrics import RequestMetrics
+from discovery.http.front import Front
 from discovery.settings import Settings
 from discovery.version import SERVER_VERSION
 
@@ -26,7 +25,6 @@ def create_app(core: DiscoveryService, settings: Settings, metrics: Metrics) -> 
     app.include_router(routes_meta.router)
     app.include_router(routes_clusters.router)
     app.include_router(routes_watch.router)
-    app.add_middleware(RequestMetrics, metrics=metrics)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RawIDPath)
+    # One layer for our own concerns (raw-path IDs, body cap, metrics, the hot write routes).
+    app.add_middleware(Front, core=core, settings=settings, metrics=metrics)
     return app

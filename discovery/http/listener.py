@@ -39,6 +39,8 @@ class HttpListener:
             log_config=None,
             access_log=False,
             server_header=False,
+            # Proxy headers are trusted only as settings say (core/clientip.py), not by uvicorn.
+            proxy_headers=False,
             ssl_certfile=tls_cert or None,
             ssl_keyfile=tls_key or None,
             timeout_graceful_shutdown=graceful_seconds,
