@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.servers import cpu_seconds
+
 _PACKAGES = {"wrk": "wrk", "h2load": "nghttp2-client"}
 
 
@@ -42,6 +44,10 @@ class Sample:
     p99_ms: float
     errors: int
     loadgen_cpu_pct: float
+    # The server's CPU time (every thread) per request: unlike requests/s, this barely moves
+    # when other processes share the cores, so it compares runs made at different loads.
+    server_cpu_us: float = float("nan")
+    server_cpu_pct: float = float("nan")
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -50,11 +56,17 @@ class Sample:
             "p99_ms": round(self.p99_ms, 2),
             "errors": self.errors,
             "loadgen_cpu_pct": round(self.loadgen_cpu_pct, 1),
+            "server_cpu_us_per_req": round(self.server_cpu_us, 1),
+            "server_cpu_pct": round(self.server_cpu_pct, 1),
         }
 
 
-def _run_all(argvs: Sequence[Sequence[str]]) -> tuple[list[str], float, float]:
-    """Run the commands side by side; (their outputs, CPU seconds of all, wall seconds)."""
+def _run_all(
+    argvs: Sequence[Sequence[str]], server: int | None = None
+) -> tuple[list[str], float, float, float]:
+    """Run the commands side by side; (their outputs, CPU seconds of all, wall seconds, and
+    CPU seconds of the `server` process meanwhile)."""
+    server_before = cpu_seconds(server) if server else 0.0
     started = time.monotonic()
     procs = [
         subprocess.Popen(list(a), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -70,7 +82,8 @@ def _run_all(argvs: Sequence[Sequence[str]]) -> tuple[list[str], float, float]:
         if proc.returncode != 0:
             raise RuntimeError(f"{argvs[0][0]} failed ({proc.returncode}): {out[-500:]}")
         outputs.append(out)
-    return outputs, cpu, time.monotonic() - started
+    wall = time.monotonic() - started
+    return outputs, cpu, wall, (cpu_seconds(server) - server_before) if server else 0.0
 
 
 # -- wrk -----------------------------------------------------------------------------------
@@ -117,6 +130,7 @@ def wrk_put(
     clusters: int = 100,
     affiliates: int = 100,
     method: str = "PUT",
+    server: int | None = None,
 ) -> Sample:
     """`wrk -t1` PUTs cycling over clusters x affiliates, each body new for its affiliate."""
     wrk = require("wrk")
@@ -135,8 +149,17 @@ def wrk_put(
             wrk, "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "--timeout", "10s",
             "-s", str(path), f"http://127.0.0.1:{port}",
         ]  # fmt: skip
-        (out,), cpu, wall = _run_all([argv])
-    return parse_wrk(out, cpu / wall * 100)
+        (out,), cpu, wall, served = _run_all([argv], server)
+    return _with_server(parse_wrk(out, cpu / wall * 100), served, duration, server)
+
+
+def _with_server(sample: Sample, served: float, loaded: float, server: int | None) -> Sample:
+    """Add the server's CPU per request; `loaded` is how long the load ran (warm-up included,
+    at the same rate as the measured window), start-up of the tool left out."""
+    if server and sample.rps:
+        sample.server_cpu_us = served / (sample.rps * loaded) * 1e6
+        sample.server_cpu_pct = served / loaded * 100
+    return sample
 
 
 def parse_wrk(out: str, cpu_pct: float) -> Sample:
@@ -173,6 +196,7 @@ def h2load_grpc(
     connections: int,
     duration: float,
     warmup: float = 1.0,
+    server: int | None = None,
 ) -> Sample:
     """Closed-loop unary calls (one in flight per connection) from `len(frames)` h2load
     processes, each sending its own prebuilt request (h2load sends one body per process);
@@ -202,7 +226,7 @@ def h2load_grpc(
                     f"http://127.0.0.1:{port}{path}",
                 ]
             )
-        outputs, cpu, wall = _run_all(argvs)
+        outputs, cpu, wall, served = _run_all(argvs, server)
         latencies: list[float] = []
         for i in range(procs):
             for line in (Path(tmp) / f"{i}.log").read_text().splitlines():
@@ -222,4 +246,5 @@ def h2load_grpc(
         return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))]
 
     # Only the measured window is logged; the CPU share covers warm-up too (same load).
-    return Sample(rps, pct(50), pct(99), int(errors), cpu / wall * 100)
+    sample = Sample(rps, pct(50), pct(99), int(errors), cpu / wall * 100)
+    return _with_server(sample, served, warmup + duration, server)

@@ -73,12 +73,13 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) 
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def _grpc_runs(port: int, encoded: list[bytes], duration: float) -> dict[int, Sample]:
+def _grpc_runs(port: int, pid: int, encoded: list[bytes], duration: float) -> dict[int, Sample]:
     _check(port, encoded[0])
     frames = [grpc_frame(r) for r in encoded]
     h2load_grpc(port, UPDATE, frames, connections=32, duration=1.0, warmup=0.5)
     return {
-        c: h2load_grpc(port, UPDATE, frames, connections=c, duration=duration) for c in CONNECTIONS
+        c: h2load_grpc(port, UPDATE, frames, connections=c, duration=duration, server=pid)
+        for c in CONNECTIONS
     }
 
 
@@ -93,7 +94,7 @@ async def run(duration: float = 5.0, rounds: int = 3) -> dict[str, Any]:
         noop = subprocess.Popen([sys.executable, "-m", "bench.noop_grpc", str(port)])
         try:
             _wait_port(port, noop)
-            for c, s in _grpc_runs(port, encoded, duration).items():
+            for c, s in _grpc_runs(port, noop.pid, encoded, duration).items():
                 samples["noop_grpc", c].append(s)
         finally:
             noop.terminate()
@@ -101,8 +102,8 @@ async def run(duration: float = 5.0, rounds: int = 3) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             http_port, grpc_port = free_port(), free_port()
             argv = service_argv(f"sqlite:///{tmp}/x.db", http_port, grpc_port)
-            with running(argv, http_port, "/readyz"):
-                for c, s in _grpc_runs(grpc_port, encoded, duration).items():
+            with running(argv, http_port, "/readyz") as proc:
+                for c, s in _grpc_runs(grpc_port, proc.pid, encoded, duration).items():
                     samples["grpc", c].append(s)
                 for c in CONNECTIONS:
                     samples["http_put", c].append(
@@ -112,6 +113,7 @@ async def run(duration: float = 5.0, rounds: int = 3) -> dict[str, Any]:
                             duration=duration,
                             payload=payload,
                             endpoints=endpoints,
+                            server=proc.pid,
                         )
                     )
 
@@ -144,6 +146,7 @@ def table(result: dict[str, Any]) -> str:
             rows.append(
                 f"{name:<11}{c:>6}{s['throughput_rps']:>10.0f}{s['p50_ms']:>9.2f}"
                 f"{s['p99_ms']:>9.2f}{s['errors']:>6.0f}{s['loadgen_cpu_pct']:>9.0f}"
+                f"{s['server_cpu_pct']:>9.0f}{s['server_cpu_us_per_req']:>11.0f}"
             )
     for c in CONNECTIONS:
         rows.append(

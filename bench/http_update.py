@@ -35,12 +35,19 @@ def median_of(samples: list[Sample]) -> dict[str, float]:
 
 
 def measure(
-    port: int, payload: str, endpoints: tuple[str, str], duration: float
+    port: int, pid: int, payload: str, endpoints: tuple[str, str], duration: float
 ) -> dict[int, Sample]:
     """One warm-up second, then one wrk run per connection count."""
     wrk_put(port, connections=32, duration=1.0, payload=payload, endpoints=endpoints)
     return {
-        c: wrk_put(port, connections=c, duration=duration, payload=payload, endpoints=endpoints)
+        c: wrk_put(
+            port,
+            connections=c,
+            duration=duration,
+            payload=payload,
+            endpoints=endpoints,
+            server=pid,
+        )
         for c in CONNECTIONS
     }
 
@@ -60,8 +67,8 @@ async def run(duration: float = 5.0, rounds: int = 3) -> dict[str, Any]:
                 "put": (service_argv(f"sqlite:///{tmp}/events.db", port), "/readyz"),
             }
             for name, (argv, ready) in targets.items():
-                with running(argv, port, ready):
-                    for c, sample in measure(port, payload, endpoints, duration).items():
+                with running(argv, port, ready) as proc:
+                    for c, sample in measure(port, proc.pid, payload, endpoints, duration).items():
                         samples[name, c].append(sample)
 
     out: dict[str, Any] = {"load_average_at_start": [round(x, 2) for x in load_average]}
@@ -76,6 +83,13 @@ async def run(duration: float = 5.0, rounds: int = 3) -> dict[str, Any]:
         out[f"ratio_put_vs_noop_c{c}"] = round(rps("put", c) / rps("noop_fastapi", c), 3)
         out[f"ratio_put_vs_raw_c{c}"] = round(rps("put", c) / rps("raw_asgi", c), 3)
     out["put_scaling_c256_vs_c32"] = round(rps("put", 256) / rps("put", 32), 3)
+    # CPU per request is the machine-load-proof comparison (see bench/external.Sample).
+    for c in CONNECTIONS:
+        out[f"cpu_ratio_noop_vs_put_c{c}"] = round(
+            out["noop_fastapi"][f"c{c}"]["server_cpu_us_per_req"]
+            / (out["put"][f"c{c}"]["server_cpu_us_per_req"] or 1.0),
+            3,
+        )
     out["settings"] = {
         "duration_s": duration,
         "rounds": rounds,
@@ -94,6 +108,7 @@ def table(result: dict[str, Any]) -> str:
             rows.append(
                 f"{name:<14}{c:>6}{s['throughput_rps']:>10.0f}{s['p50_ms']:>9.2f}"
                 f"{s['p99_ms']:>9.2f}{s['errors']:>6.0f}{s['loadgen_cpu_pct']:>9.0f}"
+                f"{s['server_cpu_pct']:>9.0f}{s['server_cpu_us_per_req']:>11.0f}"
             )
     for c in CONNECTIONS:
         rows.append(
@@ -101,6 +116,10 @@ def table(result: dict[str, Any]) -> str:
             f"   PUT / raw ASGI: {result[f'ratio_put_vs_raw_c{c}']}"
         )
     rows.append(f"PUT at 256 / PUT at 32: {result['put_scaling_c256_vs_c32']}")
+    rows.append(
+        "no-op FastAPI CPU per request / PUT CPU per request (32, 256): "
+        + ", ".join(str(result[f"cpu_ratio_noop_vs_put_c{c}"]) for c in CONNECTIONS)
+    )
     return "\n".join(rows)
 
 
