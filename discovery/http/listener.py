@@ -32,6 +32,12 @@ class HttpListener:
         graceful_seconds: int = 5,
     ) -> None:
         self.socket = sock
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Accepted sockets inherit it. asyncio sets it only on sockets created with
+            # IPPROTO_TCP, which ours (bound at startup, proto 0) are not: without it, Nagle's
+            # algorithm holds a response's second write (its body) until the client's delayed
+            # ACK, 40 ms later, and every request takes at least that long.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._tls = (tls_cert, tls_key) if tls_cert and tls_key else None
         config = uvicorn.Config(
             app,
