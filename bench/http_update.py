@@ -101,6 +101,7 @@ async def run(duration: float = 5.0, rounds: int = 3) -> dict[str, Any]:
 def table(result: dict[str, Any]) -> str:
     rows = [
         f"{'target':<14}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'err':>6}{'lg cpu%':>9}"
+        f"{'srv cpu%':>9}{'srv us/req':>11}"
     ]
     for name in ("raw_asgi", "noop_fastapi", "put"):
         for c in CONNECTIONS:
