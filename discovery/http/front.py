@@ -136,6 +136,9 @@ class Front:
         except ServiceError as exc:
             await self._error(send, "put_affiliate", exc)
             return
+        except Exception:
+            self._count("put_affiliate", 500)  # answered by the app's 500 handler
+            raise
         await self._revision(send, "put_affiliate", revision)
 
     async def _delete(self, scope: Scope, send: Send, cluster: str, affiliate: str) -> None:
@@ -147,6 +150,9 @@ class Front:
         except ServiceError as exc:
             await self._error(send, "delete_affiliate", exc)
             return
+        except Exception:
+            self._count("delete_affiliate", 500)
+            raise
         await self._revision(send, "delete_affiliate", revision)
 
     async def _admit(self, scope: Scope) -> None:

@@ -99,3 +99,21 @@ async def test_fast_and_schema_answers_are_counted_alike() -> None:
     assert 'api="http",code="422",operation="put_affiliate"} 1.0' in text
     assert 'api="http",code="200",operation="delete_affiliate"} 1.0' in text
     assert 'api="http",code="404",operation="unmatched"} 1.0' in text
+
+
+async def test_an_unexpected_error_is_a_counted_500(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(rate_limit=0)
+    async with in_process(settings, event_log=MemoryEventLog()) as runtime:
+
+        async def broken(*args: object, **kwargs: object) -> int:
+            raise RuntimeError("bug")
+
+        monkeypatch.setattr(runtime.core, "update_affiliate", broken)
+        app = create_app(runtime.core, settings, runtime.metrics)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            r = await c.put("/v1/clusters/c/affiliates/a", json=BODY)
+        assert r.status_code == 500
+        assert r.json() == {"error": {"code": "internal", "message": "internal error"}}
+        text = generate_latest(runtime.metrics.registry).decode()
+    assert 'api="http",code="500",operation="put_affiliate"} 1.0' in text
