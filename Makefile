@@ -89,7 +89,12 @@ test-deploy:
 	@echo "make test-deploy: SKIPPED, needs root (podman, debootstrap, network namespaces)"
 endif
 
+# wrk and h2load are the load generators (a Python client would measure itself).
 bench: $(STAMP)
+ifeq ($(ROOT),0)
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nghttp2-client >/dev/null; }
+endif
 	$(BIN)/python -m bench
 
 demo: sysdeps $(STAMP)

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
+# Benchmarks that print a side-by-side table (the JSON file has every figure).
+_MODULES = {"http": "bench.http_update", "grpc": "bench.grpc_update"}
 
 
 def _machine() -> dict[str, Any]:
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}")
     for name in args.names or list(marks):
         started = time.monotonic()
-        print(f"\n== {name} ==", flush=True)
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"\n== {name} == (load average at start: {load})", flush=True)
         try:
             result = asyncio.run(marks[name]())
         except Exception as exc:  # one failing benchmark must not hide the others
@@ -97,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
             "result": result,
         }
         (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-        print(json.dumps(result, indent=2))
+        table = getattr(sys.modules.get(_MODULES.get(name, "")), "table", None)
+        print(table(result) if table is not None else json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,36 +1,35 @@
 """Durable update throughput over gRPC (Talos' AffiliateUpdate) next to HTTP PUT of the same
-shape, against one real `discovery-service` process (upstream's BenchmarkViaClient: 1 KiB
-data, 2 endpoints, rate limit off).
+shape on the same service process, and next to a no-op grpcio unary handler (bench/noop_grpc).
 
-Both load generators are closed-loop, one in-flight call per connection, with pre-encoded
-requests, so on a small machine the server rather than the client is the bottleneck.
+gRPC load comes from `h2load` (one prebuilt request per process, so 32 processes, each with its
+own cluster and affiliate, share the connections), HTTP load from `wrk`; 1 KiB data and 2
+endpoints, rate limit off, 32 and 256 connections, alternating rounds of one run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import socket
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 
-from bench.http_update import request_maker
-from bench.loadgen import LoadResult, run_load
+from bench.external import Sample, grpc_frame, h2load_grpc, wrk_put
+from bench.http_update import CONNECTIONS, body_parts, median_of
 from bench.servers import free_port, running
 from discovery.proto import cluster_pb2 as pb
 
-CLUSTERS = 64
-AFFILIATES = 997
 UPDATE = "/sidero.discovery.server.Cluster/AffiliateUpdate"
+PROCESSES = 32
 
 
 def service_argv(storage: str, http_port: int, grpc_port: int) -> list[str]:
-    # Warnings only: the gRPC front end logs every call at info, as upstream does, while the
-    # HTTP front end has no access log; at info level the comparison would measure logging.
     return [
         sys.executable, "-m", "discovery", "--storage", storage,
         "--http-addr", f"127.0.0.1:{http_port}", "--grpc-addr", f"127.0.0.1:{grpc_port}",
@@ -38,115 +37,127 @@ def service_argv(storage: str, http_port: int, grpc_port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def grpc_request_maker() -> Callable[[int], bytes]:
-    """The shape of bench.http_update's PUT: 1 KiB of data, new each time, and 2 endpoints."""
+def requests() -> list[bytes]:
+    """One encoded AffiliateUpdateRequest per h2load process: 1 KiB data, 2 endpoints."""
     payload = os.urandom(1024)
     endpoints = [os.urandom(16) for _ in range(2)]
-
-    def make(n: int) -> bytes:
+    out = []
+    for n in range(PROCESSES):
         request = pb.AffiliateUpdateRequest(
-            cluster_id=f"c{n % CLUSTERS}",
-            affiliate_id=f"a{n % AFFILIATES}",
+            cluster_id=f"g{n}",
+            affiliate_id=f"a{n}",
             affiliate_data=b"%08d" % n + payload[8:],
             affiliate_endpoints=endpoints,
         )
         request.ttl.FromSeconds(1800)
-        return request.SerializeToString()
-
-    return make
-
-
-async def grpc_load(
-    target: str,
-    make_request: Callable[[int], bytes],
-    *,
-    connections: int,
-    duration: float,
-    warmup: float = 1.0,
-) -> LoadResult:
-    """Closed-loop AffiliateUpdate load, one connection (HTTP/2) per worker."""
-    latencies: list[float] = []
-    counter = errors = 0
-    measuring = False
-    # A local subchannel pool per channel: otherwise grpc shares one connection among them.
-    channels = [
-        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(connections)
-    ]
-
-    async def worker(channel: grpc.aio.Channel) -> None:
-        nonlocal counter, errors
-        update = channel.unary_unary(UPDATE)  # bytes in, bytes out
-        while time.perf_counter() < stop_at:
-            counter += 1
-            request = make_request(counter)
-            started = time.perf_counter()
-            try:
-                await update(request, timeout=30)
-                ok = True
-            except grpc.aio.AioRpcError:
-                ok = False
-            elapsed = time.perf_counter() - started
-            if measuring:
-                if ok:
-                    latencies.append(elapsed)
-                else:
-                    errors += 1
-
-    try:
-        await asyncio.gather(*(c.channel_ready() for c in channels))
-        stop_at = time.perf_counter() + warmup + duration
-        tasks = [asyncio.create_task(worker(c)) for c in channels]
-        await asyncio.sleep(warmup)
-        measuring = True
-        began = time.perf_counter()
-        await asyncio.gather(*tasks)
-        return LoadResult(len(latencies), errors, time.perf_counter() - began, latencies)
-    finally:
-        await asyncio.gather(*(c.close() for c in channels))
+        out.append(request.SerializeToString())
+    return out
 
 
-async def run(duration: float = 5.0, concurrency: int = 32) -> dict[str, Any]:
-    """gRPC AffiliateUpdate and HTTP PUT, `concurrency` connections each, on one service."""
-    with tempfile.TemporaryDirectory() as tmp:
-        http_port, grpc_port = free_port(), free_port()
-        argv = service_argv(f"sqlite:///{tmp}/x.db", http_port, grpc_port)
-        with running(argv, http_port, "/readyz"):
-            via_grpc = await grpc_load(
-                f"127.0.0.1:{grpc_port}",
-                grpc_request_maker(),
-                connections=concurrency,
-                duration=duration,
-            )
-            via_http = await run_load(
-                "127.0.0.1",
-                http_port,
-                request_maker(f"127.0.0.1:{http_port}"),
-                connections=concurrency,
-                duration=duration,
-            )
-    grpc_summary, http_summary = via_grpc.summary(), via_http.summary()
+def _check(port: int, request: bytes) -> None:
+    """One call through grpcio first: h2load counts HTTP statuses, not gRPC ones."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        channel.unary_unary(UPDATE)(request, timeout=10)
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def _grpc_runs(port: int, pid: int, encoded: list[bytes], duration: float) -> dict[int, Sample]:
+    _check(port, encoded[0])
+    frames = [grpc_frame(r) for r in encoded]
+    h2load_grpc(port, UPDATE, frames, connections=32, duration=1.0, warmup=0.5)
     return {
-        "grpc": grpc_summary,
-        "http": http_summary,
-        "ratio_grpc_vs_http": round(
-            grpc_summary["throughput_rps"] / (http_summary["throughput_rps"] or 1.0), 3
-        ),
-        "settings": {"duration_s": duration, "concurrency": concurrency},
+        c: h2load_grpc(port, UPDATE, frames, connections=c, duration=duration, server=pid)
+        for c in CONNECTIONS
     }
 
 
-def _table(result: dict[str, Any]) -> str:
-    rows = [f"{'api':<6}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"]
-    for api in ("grpc", "http"):
-        s = result[api]
+async def run(duration: float = 5.0, rounds: int = 3) -> dict[str, Any]:
+    load_average = os.getloadavg()
+    encoded = requests()
+    payload, endpoints = body_parts()
+    names = ("noop_grpc", "grpc", "http_put")
+    samples: dict[tuple[str, int], list[Sample]] = {(n, c): [] for n in names for c in CONNECTIONS}
+    for _ in range(rounds):
+        port = free_port()
+        noop = subprocess.Popen([sys.executable, "-m", "bench.noop_grpc", str(port)])
+        try:
+            _wait_port(port, noop)
+            for c, s in _grpc_runs(port, noop.pid, encoded, duration).items():
+                samples["noop_grpc", c].append(s)
+        finally:
+            noop.terminate()
+            noop.wait(30)
+        with tempfile.TemporaryDirectory() as tmp:
+            http_port, grpc_port = free_port(), free_port()
+            argv = service_argv(f"sqlite:///{tmp}/x.db", http_port, grpc_port)
+            with running(argv, http_port, "/readyz") as proc:
+                for c, s in _grpc_runs(grpc_port, proc.pid, encoded, duration).items():
+                    samples["grpc", c].append(s)
+                for c in CONNECTIONS:
+                    samples["http_put", c].append(
+                        wrk_put(
+                            http_port,
+                            connections=c,
+                            duration=duration,
+                            payload=payload,
+                            endpoints=endpoints,
+                            server=proc.pid,
+                        )
+                    )
+
+    out: dict[str, Any] = {"load_average_at_start": [round(x, 2) for x in load_average]}
+    for (name, c), group in samples.items():
+        out.setdefault(name, {})[f"c{c}"] = median_of(group)
+
+    def rps(name: str, c: int) -> float:
+        value: float = out[name][f"c{c}"]["throughput_rps"]
+        return value or 1.0
+
+    for c in CONNECTIONS:
+        out[f"ratio_grpc_vs_http_c{c}"] = round(rps("grpc", c) / rps("http_put", c), 3)
+        out[f"ratio_grpc_vs_noop_grpc_c{c}"] = round(rps("grpc", c) / rps("noop_grpc", c), 3)
+    out["settings"] = {
+        "duration_s": duration,
+        "rounds": rounds,
+        "loadgen": f"h2load -t1 -m1 in {PROCESSES} processes; wrk -t1 for HTTP",
+    }
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    rows = [
+        f"{'target':<11}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'err':>6}{'lg cpu%':>9}"
+        f"{'srv cpu%':>9}{'srv us/req':>11}"
+    ]
+    for name in ("noop_grpc", "grpc", "http_put"):
+        for c in CONNECTIONS:
+            s = result[name][f"c{c}"]
+            rows.append(
+                f"{name:<11}{c:>6}{s['throughput_rps']:>10.0f}{s['p50_ms']:>9.2f}"
+                f"{s['p99_ms']:>9.2f}{s['errors']:>6.0f}{s['loadgen_cpu_pct']:>9.0f}"
+                f"{s['server_cpu_pct']:>9.0f}{s['server_cpu_us_per_req']:>11.0f}"
+            )
+    for c in CONNECTIONS:
         rows.append(
-            f"{api:<6}{s['throughput_rps']:>10.1f}{s['p50_ms']:>10.2f}"
-            f"{s['p99_ms']:>10.2f}{s['errors']:>8.0f}"
+            f"gRPC / HTTP PUT at {c}: {result[f'ratio_grpc_vs_http_c{c}']}"
+            f"   gRPC / no-op grpcio: {result[f'ratio_grpc_vs_noop_grpc_c{c}']}"
         )
-    rows.append(f"gRPC / HTTP throughput: {result['ratio_grpc_vs_http']}")
     return "\n".join(rows)
 
 
 if __name__ == "__main__":
-    print(_table(asyncio.run(run())))
+    outcome = asyncio.run(run())
+    print(table(outcome))
+    print(json.dumps(outcome, indent=2))

@@ -8,6 +8,9 @@ Content-Length, so the server stays the bottleneck.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -47,6 +50,20 @@ def put_request(host: str, path: str, body: bytes) -> bytes:
         f"PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
+
+
+def request_maker(host: str, clusters: int = 64) -> Callable[[int], bytes]:
+    """PUTs with 1 KiB of data (new each time, so every PUT is a full update), 2 endpoints."""
+    payload = base64.b64encode(os.urandom(1024)).decode()
+    endpoints = [base64.b64encode(os.urandom(16)).decode() for _ in range(2)]
+
+    def make(n: int) -> bytes:
+        body = json.dumps(
+            {"data": f"{n:08d}" + payload[8:], "endpoints": endpoints, "ttl": 1800}
+        ).encode()
+        return put_request(host, f"/v1/clusters/c{n % clusters}/affiliates/a{n % 997}", body)
+
+    return make
 
 
 async def _read_response(reader: asyncio.StreamReader) -> int:

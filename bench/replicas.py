@@ -12,8 +12,7 @@ import tempfile
 from contextlib import ExitStack
 from typing import Any
 
-from bench.http_update import request_maker
-from bench.loadgen import LoadResult, run_load
+from bench.loadgen import LoadResult, request_maker, run_load
 from bench.servers import free_port, running, service_argv
 from tests.support.postgres import PostgresServer
 

@@ -14,10 +14,12 @@ import asyncio
 import sqlite3
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -33,15 +35,41 @@ from storage.sqlite_schema import (
     SCHEMA,
     driver_errors,
 )
-from storage.sqlite_writer import SqliteWriter
+from storage.sqlite_writer import SqliteWriter, connection_thread
 from storage.waiters import HeadWatch
 
 _RECENT = 4096
 
 
+def _open_writer(path: str) -> sqlite3.Connection:
+    """The write connection, opened on the thread that will use it."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.executescript(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;" + SCHEMA
+        )
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _state(conn: sqlite3.Connection) -> list[Any]:
+    return conn.execute(
+        "SELECT (SELECT journal_mode FROM pragma_journal_mode),"
+        " (SELECT MAX(revision) FROM events),"
+        " (SELECT value FROM meta WHERE key = 'horizon')"
+    ).fetchall()
+
+
 class SqliteEventLog:
     def __init__(
-        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, head: int, horizon: int
+        self,
+        writer: sqlite3.Connection,
+        thread: ThreadPoolExecutor,
+        reader: aiosqlite.Connection,
+        head: int,
+        horizon: int,
     ) -> None:
         self._reader = reader
         self._watch = HeadWatch(head)
@@ -50,7 +78,7 @@ class SqliteEventLog:
         # projection) asks for exactly these next, so they are served without a database round
         # trip; revisions in it are dense because this process is the only writer.
         self._recent: deque[StoredEvent] = deque(maxlen=_RECENT)
-        self._writer = SqliteWriter(writer, self._watch, self._remember)
+        self._writer = SqliteWriter(writer, thread, self._watch, self._remember)
         self._closed = False
         self._closing: asyncio.Task[None] | None = None
 
@@ -61,33 +89,30 @@ class SqliteEventLog:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageUnavailable(f"cannot create the directory of {path!r}: {exc}") from exc
-        conns: list[aiosqlite.Connection] = []
+        thread = connection_thread()
+        loop = asyncio.get_running_loop()
+        writer: sqlite3.Connection | None = None
+        reader: aiosqlite.Connection | None = None
         try:
             with driver_errors():
-                writer = await aiosqlite.connect(path, isolation_level=None)
-                conns.append(writer)
-                await writer.executescript(
-                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;"
-                    + SCHEMA
-                )
-                ((mode, top, horizon),) = await writer.execute_fetchall(
-                    "SELECT (SELECT journal_mode FROM pragma_journal_mode),"
-                    " (SELECT MAX(revision) FROM events),"
-                    " (SELECT value FROM meta WHERE key = 'horizon')"
-                )
+                writer = await loop.run_in_executor(thread, _open_writer, path)
+                ((mode, top, horizon),) = await loop.run_in_executor(thread, _state, writer)
                 if mode != "wal":
                     raise StorageError(f"{path!r} does not support WAL (journal_mode={mode})")
                 reader = await aiosqlite.connect(path, isolation_level=None)
-                conns.append(reader)
                 await reader.executescript("PRAGMA query_only=ON; PRAGMA busy_timeout=5000;")
         except BaseException:
-            for conn in conns:
+            if reader is not None:
                 with suppress(sqlite3.Error, ValueError):
-                    await conn.close()
+                    await reader.close()
+            if writer is not None:
+                with suppress(sqlite3.Error):
+                    await loop.run_in_executor(thread, writer.close)
+            thread.shutdown(wait=False)
             raise
         # After compacting every event MAX(revision) forgets how far the log went; the horizon
         # remembers, so revisions are never reused.
-        return cls(writer, reader, max(top or 0, horizon or 0), horizon or 0)
+        return cls(writer, thread, reader, max(top or 0, horizon or 0), horizon or 0)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -139,7 +164,7 @@ class SqliteEventLog:
     async def save_snapshot(self, revision: int, blob: bytes) -> None:
         self._check_open()
         row = (revision, blob, time_to_micros(datetime.now(UTC)))
-        await self._writer.run(lambda: self._writer.conn.execute(SAVE_SNAPSHOT, row))
+        await self._writer.run(lambda: self._writer.execute(SAVE_SNAPSHOT, row))
 
     async def load_snapshot(self) -> Snapshot | None:
         self._check_open()
@@ -153,37 +178,39 @@ class SqliteEventLog:
         self._check_open()
         cutoff = time_to_micros(recorded_before)
 
-        async def run() -> int:
-            w = self._writer.conn
-            await w.execute("BEGIN IMMEDIATE")
+        def run() -> tuple[int, int]:
+            w = self._writer
+            w.execute("BEGIN IMMEDIATE")
             # The snapshot bound is read inside this transaction, so no snapshot can move under
             # us. Only a prefix goes, as in memory.py: revisions stay dense above the horizon
             # even when the clock stepped back between two commits.
-            snapshot = list(await w.execute_fetchall("SELECT revision FROM snapshot"))
+            snapshot = w.fetchall("SELECT revision FROM snapshot")
             bound = min(before_revision, snapshot[0][0] + 1 if snapshot else 1)
-            (young,) = await w.execute_fetchall(
+            (young,) = w.fetchall(
                 "SELECT MIN(revision) FROM events WHERE revision < ? AND recorded_at >= ?",
                 (bound, cutoff),
             )
             bound = young[0] or bound
-            ((count, top),) = await w.execute_fetchall(
+            ((count, top),) = w.fetchall(
                 "SELECT COUNT(*), MAX(revision) FROM events WHERE revision < ?", (bound,)
             )
             if count:
-                await w.execute("DELETE FROM events WHERE revision < ?", (bound,))
-                await w.execute(RAISE_HORIZON, (top,))
-            await w.execute("COMMIT")
-            if count:
-                self._horizon = max(self._horizon, top)
-                self._recent.clear()
-            return int(count)
+                w.execute("DELETE FROM events WHERE revision < ?", (bound,))
+                w.execute(RAISE_HORIZON, (top,))
+            w.execute("COMMIT")
+            return int(count), int(top or 0)
 
-        return await self._writer.run(run)
+        count, top = await self._writer.run(run)
+        if count:
+            # On the event loop, where readers of these two live.
+            self._horizon = max(self._horizon, top)
+            self._recent.clear()
+        return count
 
     async def mark_alive(self, at: datetime) -> None:
         self._check_open()
         row = (time_to_micros(at),)
-        await self._writer.run(lambda: self._writer.conn.execute(MARK_ALIVE, row))
+        await self._writer.run(lambda: self._writer.execute(MARK_ALIVE, row))
 
     async def last_alive(self) -> datetime | None:
         self._check_open()
@@ -201,6 +228,5 @@ class SqliteEventLog:
 
     async def _shutdown(self) -> None:
         await self._writer.aclose()
-        for conn in (self._writer.conn, self._reader):
-            with suppress(sqlite3.Error, ValueError):
-                await conn.close()
+        with suppress(sqlite3.Error, ValueError):
+            await self._reader.close()

@@ -28,6 +28,16 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 COLUMNS = "SELECT revision, stream, type, data, recorded_at FROM events"
 INSERT = "INSERT INTO events VALUES (?, ?, ?, ?, ?)"
+# Rows per multi-row INSERT: 5 parameters each, well under SQLite's 32766 variables.
+INSERT_ROWS_MAX = 256
+
+
+def insert_rows(rows: int) -> str:
+    """One INSERT of `rows` events: one statement step, so one hand-back of the GIL by the
+    writer thread instead of one per row (each can wait a whole switch interval)."""
+    return "INSERT INTO events VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+
+
 SAVE_SNAPSHOT = """INSERT INTO snapshot VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET
     revision = excluded.revision, blob = excluded.blob, taken_at = excluded.taken_at
     WHERE excluded.revision >= snapshot.revision"""

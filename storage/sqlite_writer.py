@@ -1,7 +1,9 @@
-"""The SQLite backend's one writer task, which owns the write connection.
+"""The SQLite backend's one writer task, and the one thread that owns the write connection.
 
 It runs queued writes one at a time, and commits queued appends in groups (one transaction, one
-fsync per group).
+fsync per group). A whole group (BEGIN, conflict check, inserts, COMMIT) is one hop to the
+connection's thread and one back, while the next group fills: each hop between the event loop
+and a thread is a wake-up that costs more than the statements on a busy machine.
 
 What goes into a group, what conflicts and which revisions are given is decided by
 storage/group_commit.py; revisions come from the in-memory head, since this task is the file's
@@ -13,19 +15,18 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-import aiosqlite
-
 from membership.codec import micros_to_time, time_to_micros
 from storage.base import NewEvent, StoredEvent
 from storage.errors import StorageUnavailable
 from storage.group_commit import Append, Plan, conflict_checks, plan_batch, take_batch
-from storage.sqlite_schema import INSERT, stale_query, translate
+from storage.sqlite_schema import INSERT_ROWS_MAX, insert_rows, stale_query, translate
 from storage.waiters import HeadWatch, fail, settle
 
 _T = TypeVar("_T")
@@ -39,25 +40,36 @@ _Reply = asyncio.Future[int]
 
 @dataclass(slots=True)
 class _Job(Generic[_T]):
-    run: Callable[[], Awaitable[_T]]
+    run: Callable[[], _T]
     done: asyncio.Future[_T]
 
 
+def connection_thread() -> ThreadPoolExecutor:
+    """The one thread a write connection is opened, used and closed on."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+
+
 class SqliteWriter:
-    """Serializes every write on `conn`; `committed` gets each group's events once durable."""
+    """Serializes every write on `conn`; `committed` gets each group's events once durable.
+
+    `conn` was opened on `thread` and is used only there (sqlite3 checks that).
+    """
 
     def __init__(
         self,
-        conn: aiosqlite.Connection,
+        conn: sqlite3.Connection,
+        thread: ThreadPoolExecutor,
         watch: HeadWatch,
         committed: Callable[[list[StoredEvent]], None],
     ) -> None:
         self.conn = conn
+        self._thread = thread
         self._watch = watch
         self._committed = committed
         self._pending: deque[Append[_Reply] | _Job[Any]] = deque()
         self._wakeup = asyncio.Event()
         self._closed = False
+        self._released = False
         self._task = asyncio.create_task(self._write_loop(), name="sqlite-event-log-writer")
 
     def _check_open(self) -> None:
@@ -75,8 +87,9 @@ class SqliteWriter:
         self._wakeup.set()
         return await done
 
-    async def run(self, job: Callable[[], Awaitable[_T]]) -> _T:
-        """Run `job` alone on the write connection, in queue order; rolls back if it fails."""
+    async def run(self, job: Callable[[], _T]) -> _T:
+        """Run `job` alone on the write connection's thread, in queue order; rolls back if it
+        fails. `job` uses `execute` and `fetchall`."""
         self._check_open()
         done: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
         self._pending.append(_Job(job, done))
@@ -84,10 +97,25 @@ class SqliteWriter:
         return await done
 
     async def aclose(self) -> None:
-        """Write everything queued so far, then stop. Idempotent."""
+        """Write everything queued so far, close the connection, then stop. Idempotent."""
         self._closed = True
         self._wakeup.set()
         await asyncio.wait([self._task])  # it fails what it leaves; nothing to raise here
+        if not self._released:
+            self._released = True
+            with suppress(sqlite3.Error):
+                await self._on_thread(self.conn.close)
+            self._thread.shutdown(wait=False)
+
+    # Statements, for code running on the connection's thread (a seam for fault injection).
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self.conn.execute(sql, params).fetchall()
+
+    async def _on_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     async def _write_loop(self) -> None:
         current: Sequence[Append[_Reply] | _Job[Any]] = ()
@@ -115,20 +143,25 @@ class SqliteWriter:
 
     async def _run_job(self, job: _Job[Any]) -> None:
         try:
-            result = await job.run()
+            result = await self._on_thread(self._job_or_rollback, job.run)
         except Exception as exc:
-            await self._rollback()
             settle(job.done, translate(exc))
         else:
             settle(job.done, result)
+
+    def _job_or_rollback(self, run: Callable[[], _T]) -> _T:
+        try:
+            return run()
+        except Exception:
+            self._rollback()
+            raise
 
     async def _commit(self, batch: list[Append[_Reply]]) -> None:
         if not batch:
             return
         try:
-            plan, recorded_at = await self._write_batch(batch)
+            plan, recorded_at = await self._on_thread(self._batch_or_rollback, batch)
         except Exception as exc:
-            await self._rollback()
             err = translate(exc)
             if len(batch) > 1 and not isinstance(err, StorageUnavailable):
                 # Likely one malformed request: retry each alone so only it fails.
@@ -144,29 +177,39 @@ class SqliteWriter:
         for reply, outcome in plan.outcomes:
             settle(reply, outcome)
 
-    async def _write_batch(self, batch: list[Append[_Reply]]) -> tuple[Plan[_Reply], int]:
-        conn = self.conn
-        await conn.execute("BEGIN IMMEDIATE")
-        stale = await self._stale(conflict_checks(batch))
+    def _batch_or_rollback(self, batch: list[Append[_Reply]]) -> tuple[Plan[_Reply], int]:
+        try:
+            return self._write_batch(batch)
+        except Exception:
+            self._rollback()
+            raise
+
+    def _write_batch(self, batch: list[Append[_Reply]]) -> tuple[Plan[_Reply], int]:
+        """One transaction for the whole batch, on the connection's thread."""
+        self.execute("BEGIN IMMEDIATE")
+        stale = self._stale(conflict_checks(batch))
+        # The head only moves when a batch commits, and batches run one at a time.
         plan = plan_batch(batch, self._watch.head, stale)
         recorded_at = time_to_micros(datetime.now(UTC))
-        if plan.rows:
-            rows = [(r.revision, r.stream, r.type, r.data, recorded_at) for r in plan.rows]
-            await conn.executemany(INSERT, rows)
-        await conn.execute("COMMIT")
+        rows = plan.rows
+        for start in range(0, len(rows), INSERT_ROWS_MAX):
+            chunk = rows[start : start + INSERT_ROWS_MAX]
+            params = [x for r in chunk for x in (r.revision, r.stream, r.type, r.data, recorded_at)]
+            self.execute(insert_rows(len(chunk)), params)
+        self.execute("COMMIT")
         return plan, recorded_at
 
-    async def _stale(self, checks: list[tuple[str, int]]) -> set[tuple[str, int]]:
+    def _stale(self, checks: list[tuple[str, int]]) -> set[tuple[str, int]]:
         if not checks:
             return set()
         params = [x for check in checks for x in check]
-        rows = await self.conn.execute_fetchall(stale_query(len(checks)), params)
+        rows = self.fetchall(stale_query(len(checks)), params)
         return {(stream, base) for stream, base in rows}
 
-    async def _rollback(self) -> None:
+    def _rollback(self) -> None:
         # Fails harmlessly when no transaction is open (the error came before BEGIN finished).
         with suppress(sqlite3.Error, ValueError):
-            await self.conn.execute("ROLLBACK")
+            self.execute("ROLLBACK")
 
 
 def _abandoned(reply: _Reply) -> bool:

@@ -18,8 +18,7 @@ from discovery.http import (
     routes_ui,
     routes_watch,
 )
-from discovery.http.middleware import BodyLimit, RawIDPath
-from discovery.http.request_metrics import RequestMetrics
+from discovery.http.front import Front
 from discovery.settings import Settings
 from discovery.version import SERVER_VERSION
 
@@ -41,9 +40,8 @@ def create_app(core: DiscoveryService, settings: Settings, metrics: Metrics) -> 
     app.include_router(routes_revocations.router)
     routes_ui.install(app)
     routes_docs.install(app)
-    app.add_middleware(RequestMetrics, metrics=metrics)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RawIDPath)
+    # One layer for our own concerns (raw-path IDs, body cap, metrics, the hot write routes).
+    app.add_middleware(Front, core=core, settings=settings, metrics=metrics)
     access_log.install(app, settings)
     cors.install(app, settings)
     return app

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from discovery.core.errors import (
@@ -50,6 +51,17 @@ def error_response(
     )
 
 
+def service_error_parts(exc: ServiceError) -> tuple[int, bytes, dict[str, str]]:
+    """(status, JSON body, headers) for a core error: one mapping for every route."""
+    status = _STATUS.get(type(exc), 500)
+    headers = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    error = {"error": {"code": exc.code, "message": exc.message}}
+    body = json.dumps(error, ensure_ascii=False, separators=(",", ":")).encode()
+    return status, body, headers
+
+
 def _describe(exc: RequestValidationError) -> tuple[int, str, str]:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
@@ -66,12 +78,9 @@ def _describe(exc: RequestValidationError) -> tuple[int, str, str]:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
-    async def _service(_: Request, exc: ServiceError) -> JSONResponse:
-        status = _STATUS.get(type(exc), 500)
-        headers = None
-        if isinstance(exc, RateLimited):
-            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
-        return error_response(status, exc.code, exc.message, headers)
+    async def _service(_: Request, exc: ServiceError) -> Response:
+        status, body, headers = service_error_parts(exc)
+        return Response(body, status, headers, media_type="application/json")
 
     @app.exception_handler(RevisionGone)
     async def _gone(_: Request, exc: RevisionGone) -> JSONResponse:

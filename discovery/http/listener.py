@@ -35,6 +35,12 @@ class HttpListener:
         limits: ConnectionLimits | None = None,
     ) -> None:
         self.socket = sock
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Accepted sockets inherit it. asyncio sets it only on sockets created with
+            # IPPROTO_TCP, which ours (bound at startup, proto 0) are not: without it, Nagle's
+            # algorithm holds a response's second write (its body) until the client's delayed
+            # ACK, 40 ms later, and every request takes at least that long.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._tls = (tls_cert, tls_key) if tls_cert and tls_key else None
         config = uvicorn.Config(
             app,
@@ -43,6 +49,8 @@ class HttpListener:
             log_config=None,
             access_log=False,
             server_header=False,
+            # Proxy headers are trusted only as settings say (core/clientip.py), not by uvicorn.
+            proxy_headers=False,
             ssl_certfile=tls_cert or None,
             ssl_keyfile=tls_key or None,
             timeout_graceful_shutdown=graceful_seconds,

@@ -61,7 +61,8 @@ async def test_creates_parent_directory_and_uses_wal_full(
     with sqlite3.connect(path) as other:
         assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     other.close()
-    assert list(await sqlite_log._writer.conn.execute_fetchall("PRAGMA synchronous")) == [(2,)]
+    writer = sqlite_log._writer
+    assert await writer.run(lambda: writer.fetchall("PRAGMA synchronous")) == [(2,)]
 
 
 @pytest.mark.anyio
@@ -71,9 +72,9 @@ async def test_group_commit_batches_concurrent_appends(
     sizes: list[int] = []
     write_batch = sqlite_log._writer._write_batch
 
-    async def counting(batch: Any) -> Any:
+    def counting(batch: Any) -> Any:  # runs on the connection's thread
         sizes.append(len(batch))
-        return await write_batch(batch)
+        return write_batch(batch)
 
     monkeypatch.setattr(sqlite_log._writer, "_write_batch", counting)
     results = await asyncio.gather(*(sqlite_log.append("a", [ev(str(i))]) for i in range(2000)))
@@ -109,7 +110,7 @@ async def test_driver_errors_are_mapped_and_the_writer_survives(
     sqlite_log: SqliteEventLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await sqlite_log.append("a", [ev("1")])
-    writer = sqlite_log._writer.conn
+    writer = sqlite_log._writer
     real_execute = writer.execute
 
     def failing_execute(sql: str, *args: Any) -> Any:
