@@ -195,6 +195,7 @@ def _pb_messages() -> dict[str, Any]:
 
 
 _PB = _pb_messages()
+OWN_FIELDS = 1000
 
 # The text fields: `string` upstream, `bytes` in affiliate.proto, the same on the wire.
 _TEXT_FIELDS = {
@@ -206,10 +207,14 @@ _TEXT_FIELDS = {
 def test_generated_schema_is_upstreams_field_for_field() -> None:
     generated = affiliate_pb2.DESCRIPTOR
     assert generated.package == "sidero.discovery.client"
-    assert set(generated.message_types_by_name) == set(_UPSTREAM_SCHEMA)
+    # Our own additions (mesh health) are numbered from OWN_FIELDS up and use messages of
+    # their own; everything Talos reads is upstream's, field for field.
+    assert set(generated.message_types_by_name) == set(_UPSTREAM_SCHEMA) | {"MeshHealth"}
     for message_name, fields in _UPSTREAM_SCHEMA.items():
         message = generated.message_types_by_name[message_name]
-        assert len(message.fields) == len(fields)
+        ours = [f for f in message.fields if f.number >= OWN_FIELDS]
+        assert all(f.message_type is None or f.message_type.name == "MeshHealth" for f in ours)
+        assert len(message.fields) - len(ours) == len(fields)
         for name, number, field_type, extra in fields:
             field = message.fields_by_number[number]
             assert field.name == name
@@ -399,9 +404,9 @@ def test_unknown_fields_of_every_wire_type_are_skipped() -> None:
 
 
 def test_a_field_talos_does_not_know_is_ignored() -> None:
-    # What a future record of ours adds (e.g. mesh health, numbered from 1000 up as
-    # affiliate.proto asks): this version decodes the rest and drops it.
-    mesh_health = encode_len_field(1000, encode_varint_field(1, 3) + encode_len_field(2, b"ok"))
+    # What a future record of ours adds (numbered from 1000 up as affiliate.proto asks; 1000
+    # itself is mesh health, see test_health.py): this version decodes the rest and drops it.
+    mesh_health = encode_len_field(1001, encode_varint_field(1, 3) + encode_len_field(2, b"ok"))
     assert decode_affiliate(FULL_RECORD_BYTES + mesh_health) == FULL_RECORD
     assert decode_affiliate(mesh_health + FULL_RECORD_BYTES) == FULL_RECORD
 
