@@ -22,6 +22,7 @@ from kubespan.addressing import AddressingError
 from kubespan.agent import SOCKET_NAME, Agent, build_agent
 from kubespan.config import Config, ConfigError, gen_config, load_config
 from kubespan.identity import IdentityError
+from kubespan.mesh_health import format_mesh
 from kubespan.status import format_members, format_status
 from kubespan.status_api import AgentUnavailable, StatusError, request
 from kubespan.wg import SubprocessRunner, WgError
@@ -99,6 +100,10 @@ def _query(args: argparse.Namespace, path: str) -> Any:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    if args.mesh:
+        mesh = _query(args, "/v1/mesh")
+        print(json.dumps(mesh, indent=2) if args.json else format_mesh(mesh))
+        return 0
     status = _query(args, "/v1/status")
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
@@ -174,6 +179,11 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="peers of the running agent")
     client(status)
+    status.add_argument(
+        "--mesh",
+        action="store_true",
+        help="every node's view of its peers: who reaches whom, one-way failures marked",
+    )
     status.set_defaults(func=_cmd_status)
 
     members = sub.add_parser("members", help="cluster members seen by the running agent")

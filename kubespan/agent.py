@@ -1,13 +1,16 @@
-"""The node agent: composition root and the reconcile loop.
+"""The node agent: composition root and its loop (observe often, reconcile on change).
 
     sessions (one per discovery endpoint) --maps--> merge --> peer specs --+
     device.read() ---------------------------------------------------------+--> peer_pass()
     peer_pass (reconcile.py): observe + advance each peer (peer_state.py), plan
-        --> device.apply(ops), device.set_routed(networks)
+        --> device.apply(ops), device.set_routed(networks), own record's mesh health
 
-Level-triggered like Talos: every pass recomputes the desired device from the current
-affiliate maps and diffs it against what WireGuard reports, so a missed event or a failed
-`wg set` is repaired by the next pass (every `timing.reconcile`, or at once on a change).
+Two kinds of pass, one code path. A reconcile recomputes the peer specs from the affiliate
+maps (on every discovery change, and every `timing.reconcile`); an observation reuses the
+last specs and only reads the device, every second while any peer is not up and every few
+seconds otherwise (reconcile.observe_interval). Both fold the read into the peer tracks,
+rotate endpoints and apply whatever plan() finds, so status, rotation and repair follow
+each read of WireGuard rather than the 30 s tick (Talos' only one).
 """
 
 from __future__ import annotations
@@ -25,15 +28,17 @@ from kubespan.addressing import eui64_address, first_mac, ula_prefix
 from kubespan.config import Config
 from kubespan.device import Device, MeshDevice
 from kubespan.identity import Identity, load_or_create_identity
+from kubespan.mesh_health import local_health
 from kubespan.own_record import VERSION, OwnRecord
 from kubespan.peer_state import PeerTrack
 from kubespan.peers import PeerSpec, peer_specs
-from kubespan.reconcile import PassSettings, pass_settings, peer_pass
+from kubespan.reconcile import PassSettings, observe_interval, pass_settings, peer_pass
 from kubespan.session import Backoff, ClientFactory, Publication, Session, wait_event
 from kubespan.status import AgentStatus
 from kubespan.status_api import StatusServer
 from kubespan.wg import Runner, SubprocessRunner, WgError
 from kubespan.wgdump import WgDumpError
+from membership.health import MeshHealth
 from membership.members import merge_affiliates
 from membership.record import DecodedAffiliate
 from membership.sealing import ClusterKey
@@ -92,6 +97,7 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._server: StatusServer | None = None
         self.passes = 0
+        self.observations = 0
         self.last_error: str | None = None
         self.left = False
 
@@ -222,24 +228,41 @@ class Agent:
         self._device_ready = True
 
     async def _reconcile_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_reconcile = loop.time()
         while True:
-            if await wait_event(self._changed, self._interval):
+            assert self._settings is not None
+            fast, slow = self._settings.observe
+            wait = min(next_reconcile - loop.time(), observe_interval(self.tracks, fast, slow))
+            if await wait_event(self._changed, max(wait, 0.0)):
                 await asyncio.sleep(_COALESCE)
+            full = self._changed.is_set() or loop.time() >= next_reconcile
             self._changed.clear()
+            if full:
+                next_reconcile = loop.time() + self._interval
             try:
-                await self.reconcile()
+                await self.reconcile(full=full)
                 self.last_error = None
             except (WgError, WgDumpError, ValueError, OSError) as exc:
                 if str(exc) != self.last_error:
                     log.warning("reconcile: %s", exc)
                 self.last_error = str(exc)
 
+    def mesh_view(self) -> MeshHealth:
+        """This node's view of its peers now (what its record publishes, but current)."""
+        assert self._settings is not None, "start() builds the settings"
+        peer_down = self._settings.durations.peer_down
+        return local_health(self.specs, self.tracks, self._clock(), peer_down)
+
     def merged(self) -> dict[str, DecodedAffiliate]:
         """Affiliates from every session, merged in configured endpoint order."""
         return merge_affiliates([list(s.affiliates.values()) for s in self.sessions])
 
-    async def reconcile(self) -> None:
-        """One pass: desired peers vs what WireGuard reports, states, rotation, plan, apply, nft."""
+    async def reconcile(self, *, full: bool = True) -> None:
+        """One pass: desired peers vs what WireGuard reports, states, rotation, plan, apply, nft.
+
+        `full=False` is an observation: the peer specs of the last full pass are kept.
+        """
         assert self.identity is not None
         if not self._device_ready:
             await self._bring_up()
@@ -248,9 +271,13 @@ class Agent:
             # The link vanished (deleted by hand, wireguard-go killed): rebuild it next pass.
             self._device_ready = False
             raise WgError(["wg", "show"], 1, f"{self.interface} does not answer; recreating it")
-        specs = peer_specs(self.identity.node_id, self.merged().values(), self.config)
+        if full:
+            specs = peer_specs(self.identity.node_id, self.merged().values(), self.config)
+        else:
+            specs = self.specs
         assert self._settings is not None
-        step = peer_pass(specs, self.tracks, current, self._clock(), self._settings)
+        now = self._clock()
+        step = peer_pass(specs, self.tracks, current, now, self._settings)
         for message in step.messages:
             log.info("%s", message)
         self.tracks, self.specs = step.tracks, specs
@@ -258,7 +285,13 @@ class Agent:
             await self.device.apply(step.ops)
             log.info("reconfigured %s: %s", self.interface, step.summary)
         await self.device.set_routed(step.routed, self.mesh_prefix)
-        self.passes += 1
+        if full:
+            self.passes += 1
+        else:
+            self.observations += 1
+        if self.own is not None:
+            peer_down = self._settings.durations.peer_down
+            self.own.set_health(local_health(specs, self.tracks, now, peer_down))
 
 
 def build_agent(

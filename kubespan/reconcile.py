@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from kubespan.config import Config
+from kubespan.config_defaults import OBSERVE_FAST, OBSERVE_SLOW
 from kubespan.identity import Identity
 from kubespan.nft import FWMARK_WG
 from kubespan.peer_state import ConnectionState, Durations, PeerTrack, advance, observe
@@ -31,6 +32,8 @@ class PassSettings:
     keepalive: int
     psk: str = field(repr=False)
     force_routing: bool
+    observe: tuple[float, float] = (OBSERVE_FAST.total_seconds(), OBSERVE_SLOW.total_seconds())
+    """Seconds between device reads: while any peer is not up, and otherwise."""
 
 
 def pass_settings(config: Config, identity: Identity, interface: str) -> PassSettings:
@@ -51,6 +54,14 @@ def pass_settings(config: Config, identity: Identity, interface: str) -> PassSet
         psk=ClusterKey(config.cluster.secret).wireguard_psk,
         force_routing=mesh.force_routing,
     )
+
+
+def observe_interval(tracks: Mapping[str, PeerTrack], fast: float, slow: float) -> float:
+    """Seconds until the next device read: `fast` while any peer is not up (an endpoint is
+    being tried, or a peer is down and may come back), `slow` once all are."""
+    if any(t.shown is not ConnectionState.UP for t in tracks.values()):
+        return fast
+    return slow
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,7 +133,11 @@ async def test_publishes_own_record_on_start(tmp_path: Path) -> None:
         decoded = open_affiliate(KEY, data, endpoints)
         record = decoded.record
         assert record.nodename == "n1"
-        assert record.addresses == (ip_address("10.99.0.11"),)
+        # Like Talos: the mesh address is published last among the addresses, never as an
+        # endpoint.
+        assert record.addresses == (ip_address("10.99.0.11"), agent.address)
+        assert all(e.ip != agent.address for e in decoded.endpoints)
+        assert record.machine_type == "worker"
         assert record.kubespan is not None
         assert record.kubespan.public_key == agent.identity.public_key
         assert record.kubespan.address == eui64_address(ula_prefix(CLUSTER_ID), host.mac)

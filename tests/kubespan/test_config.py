@@ -60,11 +60,14 @@ def test_minimal_config_gets_talos_defaults() -> None:
     assert mesh.extra_endpoints == ()
     assert config.node.hostname is None and config.node.nodename is None
     t = config.timing
+    # Talos' reconcile interval; shorter endpoint and peer-down timeouts than Talos' 15 s and
+    # 275 s, because the agent observes WireGuard every second (see config_defaults).
     assert (t.endpoint_timeout, t.peer_down, t.reconcile) == (
-        timedelta(seconds=15),
-        timedelta(seconds=275),
+        timedelta(seconds=6),
+        timedelta(seconds=55),
         timedelta(seconds=30),
     )
+    assert config.node.machine_type == "worker"
     assert (t.ttl, t.refresh) == (timedelta(minutes=30), timedelta(minutes=15))
 
 
@@ -161,7 +164,7 @@ def test_discovery_endpoint_helpers() -> None:
         ("node: {nodename: 12}", "node.nodename: must be a non-empty string"),
         ("timing: {ttl: 31m}", "timing.ttl: must be at most 30m"),
         ("timing: {ttl: 10m, refresh: 10m}", "timing.refresh: must be shorter than timing.ttl"),
-        ("timing: {peer_down: 15}", "timing.endpoint_timeout: must be shorter than timing.peer"),
+        ("timing: {peer_down: 5}", "timing.endpoint_timeout: must be shorter than timing.peer"),
         ("timing: {reconcile: 0}", "timing.reconcile: must be a positive duration"),
         ("timing: {reconcile: 30x}", "timing.reconcile: must be a positive duration"),
         ("timing: {reconcile: 1m30}", "timing.reconcile: must be a positive duration"),

@@ -1,0 +1,89 @@
+"""The agent observes WireGuard between reconciles: status and mesh health follow each read."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubespan.agent import build_agent
+from kubespan.config import load_config
+from kubespan.session import Backoff
+from kubespan.status import AgentStatus
+from membership.health import HealthState, MeshHealth
+from membership.sealing import open_affiliate
+from tests.fakes import FakeClock, FakeDevice, FakeDiscovery
+from tests.kubespan.test_agent import CLUSTER_ID, IFACE, KEY, SECRET, factory, peer_record
+
+
+def _config(url: str) -> str:
+    # Production timings except the TTL: the 30 s reconcile tick never fires in this test.
+    return (
+        f"cluster: {{id: '{CLUSTER_ID}', secret: '{SECRET}'}}\n"
+        f"discovery: {{endpoints: ['{url}']}}\n"
+        "timing: {refresh: 5s, ttl: 10s}\n"
+    )
+
+
+async def _wait(predicate: object, timeout: float) -> None:
+    assert callable(predicate)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.anyio
+async def test_a_handshake_shows_up_within_a_second_without_a_reconcile(tmp_path: Path) -> None:
+    clock = FakeClock()
+    service = FakeDiscovery()
+    raw, key2 = peer_record(2)
+    service.put(CLUSTER_ID, raw)
+    host = FakeDevice(interface=IFACE)
+    agent = build_agent(
+        load_config(_config(service.url)),
+        tmp_path / "state",
+        IFACE,
+        device=host,
+        clients=factory(service),
+        clock=clock,
+        backoff=lambda: Backoff(initial=0.01, maximum=0.05),
+        hostname="n1",
+        socket_path=None,
+    )
+    task = asyncio.create_task(agent.run())
+    try:
+        await _wait(lambda: key2 in host.peers, 5)
+        status = AgentStatus(agent)
+        assert status.peers_status()[0]["state"] == "unknown"
+        assert status.mesh_status()["links"] == []  # not judged yet: nothing published
+        passes = agent.passes
+        # The remote side answers: WireGuard reports a handshake and traffic.
+        host.peers[key2].handshake = int(clock.advance(1).timestamp())
+        host.peers[key2].rx = 148
+        await _wait(lambda: status.peers_status()[0]["state"] == "up", 1.5)
+        assert agent.passes == passes and agent.observations > 0
+
+        # Its view goes into our record: the peer, up, traffic in, a live session.
+        def published_health() -> MeshHealth | None:
+            data = service.updates[-1][2]
+            assert data is not None
+            return open_affiliate(KEY, data, ()).record.mesh_health
+
+        await _wait(lambda: published_health() is not None, 2)
+        health = published_health()
+        assert health is not None
+        (peer,) = health.peers
+        assert (peer.state, peer.receiving, peer.session) == (HealthState.UP, True, True)
+        mesh = status.mesh_status()
+        nodes: Any = mesh["nodes"]
+        assert [n["name"] for n in nodes] == ["n1", "peer2"]
+        assert mesh["links"] == [
+            {"from": "n1", "to": "peer2", "state": "up", "receiving": True, "session": True,
+             "handshake_age": 0, "one_way": False},
+        ]  # fmt: skip
+    finally:
+        agent.stop()
+        await task

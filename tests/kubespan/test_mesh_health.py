@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+from kubespan.mesh_health import format_mesh, local_health, mesh_matrix, same_view
+from kubespan.peer_state import ConnectionState, PeerTrack
+from kubespan.peers import PeerSpec
+from kubespan.reconcile import observe_interval
+from membership.health import HealthState, MeshHealth, PeerHealth, key_id
+from membership.record import AffiliateRecord, DecodedAffiliate, KubeSpanInfo
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+KEYS = {n: base64.b64encode(bytes([i]) * 32).decode() for i, n in
+        enumerate(["a", "b", "c", "d"], start=1)}  # fmt: skip
+UP, DOWN, UNKNOWN = ConnectionState.UP, ConnectionState.DOWN, ConnectionState.UNKNOWN
+
+
+def _spec(name: str) -> PeerSpec:
+    return PeerSpec(
+        public_key=KEYS[name], label=name, node_id=name, address=None, allowed_ips=(), endpoints=()
+    )
+
+
+def _node(name: str, *views: tuple[str, HealthState]) -> DecodedAffiliate:
+    health = MeshHealth(
+        observed_at=0,
+        peers=tuple(PeerHealth(key_id=key_id(KEYS[p]), state=s) for p, s in views),
+    )
+    record = AffiliateRecord(
+        node_id=name,
+        nodename=name,
+        kubespan=KubeSpanInfo(public_key=KEYS[name]),
+        mesh_health=health if views else None,
+    )
+    return DecodedAffiliate(record=record)
+
+
+def test_local_health_leaves_out_peers_not_judged_yet() -> None:
+    tracks = {
+        KEYS["b"]: PeerTrack(shown=UP, handshake=NOW - timedelta(seconds=30),
+                             rx_grew_at=NOW - timedelta(seconds=2)),
+        KEYS["c"]: PeerTrack(shown=DOWN, handshake=NOW - timedelta(seconds=200),
+                             rx_grew_at=NOW - timedelta(seconds=60)),
+        KEYS["d"]: PeerTrack(shown=UNKNOWN),
+    }  # fmt: skip
+    health = local_health([_spec("b"), _spec("c"), _spec("d")], tracks, NOW, timedelta(seconds=55))
+    assert health == MeshHealth(
+        observed_at=int(NOW.timestamp()),
+        peers=(
+            PeerHealth(key_id=b"\x02" * 4, state=HealthState.UP, receiving=True, session=True,
+                       handshake_age=30),
+            PeerHealth(key_id=b"\x03" * 4, state=HealthState.DOWN, handshake_age=200),
+        ),
+    )  # fmt: skip
+    # Ages and time alone are no reason to republish; a state change is.
+    later = MeshHealth(observed_at=1, peers=tuple(
+        PeerHealth(key_id=p.key_id, state=p.state, receiving=p.receiving, session=p.session)
+        for p in health.peers))  # fmt: skip
+    assert same_view(health, later)
+    assert not same_view(health, MeshHealth(observed_at=0, peers=health.peers[:1]))
+    assert same_view(None, MeshHealth(observed_at=5))
+
+
+def test_a_bad_key_is_not_judged() -> None:
+    spec = PeerSpec(
+        public_key="bad", label="x", node_id="x", address=None, allowed_ips=(), endpoints=()
+    )
+    health = local_health([spec], {"bad": PeerTrack(shown=UP)}, NOW, timedelta(seconds=55))
+    assert health.peers == ()
+
+
+def test_observe_fast_until_every_peer_is_up() -> None:
+    assert observe_interval({}, 1, 3) == 3
+    assert observe_interval({"a": PeerTrack(shown=UP)}, 1, 3) == 3
+    assert observe_interval({"a": PeerTrack(shown=UP), "b": PeerTrack()}, 1, 3) == 1
+    assert observe_interval({"a": PeerTrack(shown=DOWN)}, 1, 3) == 1
+
+
+def test_matrix_marks_one_way_failures_and_silent_nodes() -> None:
+    me = _node("a")
+    mine = MeshHealth(
+        observed_at=0,
+        peers=(
+            PeerHealth(key_id=key_id(KEYS["b"]), state=HealthState.UP),
+            PeerHealth(key_id=key_id(KEYS["c"]), state=HealthState.DOWN),
+            PeerHealth(key_id=b"zzzz", state=HealthState.UP),  # a peer that left
+        ),
+    )
+    b = _node("b", ("a", HealthState.UP), ("c", HealthState.UP))
+    c = _node("c", ("a", HealthState.UP), ("b", HealthState.UP))
+    d = _node("d")  # publishes no view (a Talos node)
+    talos = DecodedAffiliate(record=AffiliateRecord(node_id="t"))  # no mesh key
+    doc = mesh_matrix(me, mine, [d, c, b, talos])
+    assert [(n["name"], n["self"], n["reports"]) for n in doc["nodes"]] == [
+        ("a", True, True), ("b", False, True), ("c", False, True), ("d", False, False),
+    ]  # fmt: skip
+    links = {(x["from"], x["to"]): (x["state"], x["one_way"]) for x in doc["links"]}
+    assert links == {
+        ("a", "b"): ("up", False),
+        ("b", "a"): ("up", False),
+        ("a", "c"): ("down", True),
+        ("c", "a"): ("up", True),
+        ("b", "c"): ("up", False),
+        ("c", "b"): ("up", False),
+    }
+    text = format_mesh(doc).splitlines()
+    assert text[0].split() == ["a", "b", "c", "d"]
+    assert text[1].split() == ["a", "\\", "up", "DOWN!", "-"]
+    assert text[3].split() == ["c", "up!", "up", "\\", "-"]
+    assert text[4].split() == ["d", "-", "-", "-", "\\"]
+    assert text[-1] == "4 nodes, 1 pairs not up, 1 one-way: a-c"
+
+
+def test_an_agent_without_a_record_has_an_empty_matrix() -> None:
+    assert format_mesh({"nodes": [], "links": []}).splitlines()[-1] == (
+        "0 nodes, 0 pairs not up, 0 one-way"
+    )
