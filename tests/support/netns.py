@@ -103,6 +103,24 @@ class Node:
         )
         return proc.returncode == 0
 
+    def block(self, ip: str) -> None:
+        """Drop every packet between this node and `ip` (both ways), as a broken path would."""
+        ruleset = (
+            "table inet ksblock {\n"
+            f"  chain input {{ type filter hook input priority -300; ip saddr {ip} drop; }}\n"
+            f"  chain output {{ type filter hook output priority -300; ip daddr {ip} drop; }}\n"
+            "}\n"
+        )
+        subprocess.run(
+            ["ip", "netns", "exec", self.netns, "nft", "-f", "-"],
+            input=ruleset.encode(),
+            check=True,
+            capture_output=True,
+        )
+
+    def unblock(self) -> None:
+        self.exec(["nft", "delete", "table", "inet", "ksblock"])
+
     def kill_all(self) -> None:
         """SIGKILL every process in the namespace, as a power cut would (wireguard-go too)."""
         self.lab.kill_pids(self.netns)
@@ -253,13 +271,21 @@ def mesh_config(
     ttl: str = "2m",
     keepalive: int = 2,
     endpoint_filters: Sequence[str] = (),
+    production: bool = False,
 ) -> str:
-    """A config with short timings; keepalive well under peer_down keeps live peers `up`."""
+    """A config with short timings; keepalive well under peer_down keeps live peers `up`.
+
+    `production=True`: no mesh or timing keys at all, so every default applies."""
     filters = "".join(f"\n    - '{f}'" for f in endpoint_filters)
-    return (
+    head = (
         f"cluster:\n  id: '{cluster_id}'\n  secret: '{secret}'\n"
         f"discovery:\n  endpoints:\n    - '{endpoint}'\n"
-        f"mesh:\n  keepalive_seconds: {keepalive}\n"
+    )
+    if production:
+        return head
+    return (
+        head
+        + f"mesh:\n  keepalive_seconds: {keepalive}\n"
         + (f"  endpoint_filters:{filters}\n" if filters else "")
         + f"timing:\n  reconcile: {reconcile}\n  endpoint_timeout: {endpoint_timeout}\n"
         f"  peer_down: {peer_down}\n  refresh: {refresh}\n  ttl: {ttl}\n"
