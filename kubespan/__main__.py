@@ -21,6 +21,7 @@ from discovery.logs import JSONFormatter
 from kubespan import config_defaults as defaults
 from kubespan.addressing import AddressingError
 from kubespan.agent import SOCKET_NAME, Agent, build_agent
+from kubespan.clients import CAFileError, client_factory
 from kubespan.config import Config, ConfigError, gen_config, load_config
 from kubespan.config_values import format_duration
 from kubespan.identity import IdentityError
@@ -109,7 +110,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     _configure_logging(args.log_format, args.log_level)
     _warn_if_readable(args.config)
-    agent = build_agent(config, args.state_dir, args.interface, runner=SubprocessRunner())
+    try:
+        clients = client_factory(config.discovery.ca_file)
+    except CAFileError as exc:
+        raise _Exit(f"config {args.config}: {exc}", 2) from None
+    agent = build_agent(
+        config, args.state_dir, args.interface, runner=SubprocessRunner(), clients=clients
+    )
     try:
         asyncio.run(_serve(agent))
     except (IdentityError, WgError, AddressingError, StatusError) as exc:
@@ -155,8 +162,17 @@ def _cmd_leave(args: argparse.Namespace) -> int:
         # gone can still be removed cleanly.
         config = _load(args.config)
         _configure_logging("text", "warning")
+        try:
+            clients = client_factory(config.discovery.ca_file)
+        except CAFileError as exc:
+            raise _Exit(f"config {args.config}: {exc}", 2) from None
         agent = build_agent(
-            config, args.state_dir, args.interface, runner=SubprocessRunner(), socket_path=None
+            config,
+            args.state_dir,
+            args.interface,
+            runner=SubprocessRunner(),
+            clients=clients,
+            socket_path=None,
         )
         try:
             result = asyncio.run(agent.leave())

@@ -93,6 +93,8 @@ class ClusterConfig(_Section):
 
 class DiscoveryConfig(_Section):
     endpoints: Endpoints
+    # A PEM bundle trusted instead of the system roots for https:// and grpcs:// endpoints.
+    ca_file: Text | None = None
 
 
 class MeshConfig(_Section):
