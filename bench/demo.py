@@ -69,7 +69,7 @@ def main() -> int:
             print(agents[0].cli("members"))
 
             def matrix() -> bool:
-                text = agents[0].cli("status", "--mesh")
+                text = agents[0].cli("status", "--mesh").rstrip()
                 return text.endswith(f"{NODES} nodes, 0 pairs not up, 0 one-way")
 
             wait_for("every view published", matrix, timeout=30)
