@@ -229,17 +229,24 @@ class Agent:
 
     async def _reconcile_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        next_reconcile = loop.time()
+        next_reconcile = next_observe = loop.time()
         while True:
-            assert self._settings is not None
-            fast, slow = self._settings.observe
-            wait = min(next_reconcile - loop.time(), observe_interval(self.tracks, fast, slow))
+            wait = min(next_reconcile, next_observe) - loop.time()
             if await wait_event(self._changed, max(wait, 0.0)):
                 await asyncio.sleep(_COALESCE)
-            full = self._changed.is_set() or loop.time() >= next_reconcile
+            now = loop.time()
+            changed = self._changed.is_set()
             self._changed.clear()
+            # A record that changed in nothing a peer spec depends on (its mesh health, most
+            # often) needs no pass: while a mesh converges that is most changes, and each
+            # pass costs a device read on every node.
+            full = now >= next_reconcile or (
+                changed and (not self._device_ready or self._specs() != self.specs)
+            )
+            if not full and now < next_observe:
+                continue
             if full:
-                next_reconcile = loop.time() + self._interval
+                next_reconcile = now + self._interval
             try:
                 await self.reconcile(full=full)
                 self.last_error = None
@@ -247,12 +254,19 @@ class Agent:
                 if str(exc) != self.last_error:
                     log.warning("reconcile: %s", exc)
                 self.last_error = str(exc)
+            assert self._settings is not None
+            fast, slow = self._settings.observe
+            next_observe = loop.time() + observe_interval(self.tracks, fast, slow)
 
     def mesh_view(self) -> MeshHealth:
         """This node's view of its peers now (what its record publishes, but current)."""
         assert self._settings is not None, "start() builds the settings"
         peer_down = self._settings.durations.peer_down
         return local_health(self.specs, self.tracks, self._clock(), peer_down)
+
+    def _specs(self) -> list[PeerSpec]:
+        assert self.identity is not None
+        return peer_specs(self.identity.node_id, self.merged().values(), self.config)
 
     def merged(self) -> dict[str, DecodedAffiliate]:
         """Affiliates from every session, merged in configured endpoint order."""
@@ -271,10 +285,7 @@ class Agent:
             # The link vanished (deleted by hand, wireguard-go killed): rebuild it next pass.
             self._device_ready = False
             raise WgError(["wg", "show"], 1, f"{self.interface} does not answer; recreating it")
-        if full:
-            specs = peer_specs(self.identity.node_id, self.merged().values(), self.config)
-        else:
-            specs = self.specs
+        specs = self._specs() if full else self.specs
         assert self._settings is not None
         now = self._clock()
         step = peer_pass(specs, self.tracks, current, now, self._settings)

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kubespan.agent import build_agent
+from kubespan.agent import Agent, build_agent
 from kubespan.config import load_config
 from kubespan.session import Backoff
 from kubespan.status import AgentStatus
-from membership.health import HealthState, MeshHealth
-from membership.sealing import open_affiliate
+from membership.health import HealthState, MeshHealth, PeerHealth
+from membership.sealing import open_affiliate, seal_record
 from tests.fakes import FakeClock, FakeDevice, FakeDiscovery
-from tests.kubespan.test_agent import CLUSTER_ID, IFACE, KEY, SECRET, factory, peer_record
+from tests.kubespan.test_agent import (
+    CLUSTER_ID,
+    IFACE,
+    KEY,
+    SECRET,
+    factory,
+    peer_record,
+)
 
 
 def _config(url: str) -> str:
@@ -42,17 +51,7 @@ async def test_a_handshake_shows_up_within_a_second_without_a_reconcile(tmp_path
     raw, key2 = peer_record(2)
     service.put(CLUSTER_ID, raw)
     host = FakeDevice(interface=IFACE)
-    agent = build_agent(
-        load_config(_config(service.url)),
-        tmp_path / "state",
-        IFACE,
-        device=host,
-        clients=factory(service),
-        clock=clock,
-        backoff=lambda: Backoff(initial=0.01, maximum=0.05),
-        hostname="n1",
-        socket_path=None,
-    )
+    agent = _agent(tmp_path, service, host, clock)
     task = asyncio.create_task(agent.run())
     try:
         await _wait(lambda: key2 in host.peers, 5)
@@ -84,6 +83,49 @@ async def test_a_handshake_shows_up_within_a_second_without_a_reconcile(tmp_path
             {"from": "n1", "to": "peer2", "state": "up", "receiving": True, "session": True,
              "handshake_age": 0, "one_way": False},
         ]  # fmt: skip
+    finally:
+        agent.stop()
+        await task
+
+
+def _agent(tmp_path: Path, service: FakeDiscovery, host: FakeDevice, clock: FakeClock) -> Agent:
+    return build_agent(
+        load_config(_config(service.url)),
+        tmp_path / "state",
+        IFACE,
+        device=host,
+        clients=factory(service),
+        clock=clock,
+        backoff=lambda: Backoff(initial=0.01, maximum=0.05),
+        hostname="n1",
+        socket_path=None,
+    )
+
+
+@pytest.mark.anyio
+async def test_a_change_of_mesh_health_alone_costs_no_pass(tmp_path: Path) -> None:
+    service = FakeDiscovery()
+    raw, key2 = peer_record(2)
+    service.put(CLUSTER_ID, raw)
+    host = FakeDevice(interface=IFACE)
+    agent = _agent(tmp_path, service, host, FakeClock())
+    task = asyncio.create_task(agent.run())
+    try:
+        await _wait(lambda: key2 in host.peers, 5)
+        passes = agent.passes
+        record = open_affiliate(KEY, raw.data, ()).record
+        for t in range(10):
+            # The peer republishes its record with a new view of its own peers, nothing else.
+            view = MeshHealth(observed_at=t, peers=(PeerHealth(key_id=bytes(4)),))
+            data = seal_record(KEY, replace(record, mesh_health=view), os.urandom(12))
+            service.put(CLUSTER_ID, replace(raw, data=data))
+            await asyncio.sleep(0.08)
+        assert agent.passes == passes
+        # A change a peer spec depends on (a new peer) still reconciles at once.
+        raw3, key3 = peer_record(3)
+        service.put(CLUSTER_ID, raw3)
+        await _wait(lambda: key3 in host.peers, 1)
+        assert agent.passes > passes
     finally:
         agent.stop()
         await task
