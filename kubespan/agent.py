@@ -255,8 +255,8 @@ class Agent:
                     log.warning("reconcile: %s", exc)
                 self.last_error = str(exc)
             assert self._settings is not None
-            fast, slow = self._settings.observe
-            next_observe = loop.time() + observe_interval(self.tracks, fast, slow)
+            wait = observe_interval(self.tracks, self._clock(), self._settings)
+            next_observe = loop.time() + wait
 
     def mesh_view(self) -> MeshHealth:
         """This node's view of its peers now (what its record publishes, but current)."""

@@ -56,12 +56,33 @@ def pass_settings(config: Config, identity: Identity, interface: str) -> PassSet
     )
 
 
-def observe_interval(tracks: Mapping[str, PeerTrack], fast: float, slow: float) -> float:
-    """Seconds until the next device read: `fast` while any peer is not up (an endpoint is
-    being tried, or a peer is down and may come back), `slow` once all are."""
-    if any(t.shown is not ConnectionState.UP for t in tracks.values()):
-        return fast
-    return slow
+def observe_interval(
+    tracks: Mapping[str, PeerTrack], now: datetime, settings: PassSettings
+) -> float:
+    """Seconds until the next device read; pure.
+
+    Fast (1 s) while any peer is not up (an endpoint on trial, a peer down that may come
+    back), and while any up peer is due its next keepalive: reads then date the packet that
+    keeps it up to the second, and notice its absence as soon as `peer_down` has passed, so
+    a vanished peer is reported within peer_down + 2 s rather than + 6 s. Slow (3 s)
+    otherwise. A trial is read again the moment its endpoint timeout runs out.
+    """
+    fast, slow = settings.observe
+    timeout = settings.durations.endpoint_timeout
+    wait = slow
+    for track in tracks.values():
+        status = track.status
+        if track.shown is not ConnectionState.UP:
+            wait = min(wait, fast)
+            if status.last_endpoint_change is not None:
+                left = (status.last_endpoint_change + timeout - now).total_seconds()
+                if 0 < left < wait:
+                    wait = left
+        elif settings.keepalive and status.last_handshake is not None:
+            quiet = (now - status.last_handshake).total_seconds()
+            if quiet >= settings.keepalive - slow:
+                wait = min(wait, fast)
+    return wait
 
 
 @dataclass(frozen=True, slots=True)

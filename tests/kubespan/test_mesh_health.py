@@ -3,10 +3,13 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from kubespan.mesh_health import format_mesh, local_health, mesh_matrix, same_view
-from kubespan.peer_state import ConnectionState, PeerTrack
+from kubespan.peer_state import ConnectionState, Durations, PeerStatus, PeerTrack
 from kubespan.peers import PeerSpec
-from kubespan.reconcile import observe_interval
+from kubespan.plan import MeshSpec
+from kubespan.reconcile import PassSettings, observe_interval
 from membership.health import HealthState, MeshHealth, PeerHealth, key_id
 from membership.record import AffiliateRecord, DecodedAffiliate, KubeSpanInfo
 
@@ -70,11 +73,50 @@ def test_a_bad_key_is_not_judged() -> None:
     assert health.peers == ()
 
 
-def test_observe_fast_until_every_peer_is_up() -> None:
-    assert observe_interval({}, 1, 3) == 3
-    assert observe_interval({"a": PeerTrack(shown=UP)}, 1, 3) == 3
-    assert observe_interval({"a": PeerTrack(shown=UP), "b": PeerTrack()}, 1, 3) == 1
-    assert observe_interval({"a": PeerTrack(shown=DOWN)}, 1, 3) == 1
+def _settings(keepalive: int = 25) -> PassSettings:
+    return PassSettings(
+        device=MeshSpec(
+            interface="ks0",
+            public_key="k",
+            private_key_file="/k",
+            listen_port=1,
+            fwmark=0,
+            mtu=1420,
+        ),
+        durations=Durations(),  # endpoint timeout 6 s, peer down 55 s
+        keepalive=keepalive,
+        psk="",
+        force_routing=True,
+    )
+
+
+def _up(quiet: float) -> PeerTrack:
+    status = PeerStatus(last_handshake=NOW - timedelta(seconds=quiet), state=UP)
+    return PeerTrack(status=status, shown=UP)
+
+
+@pytest.mark.parametrize(
+    ("tracks", "keepalive", "expected"),
+    [
+        ({}, 25, 3),
+        ({"a": _up(5)}, 25, 3),  # up, its next keepalive 20 s away
+        ({"a": _up(5), "b": PeerTrack()}, 25, 1),  # a peer not judged yet
+        ({"a": PeerTrack(shown=DOWN)}, 25, 1),  # down: it may come back
+        ({"a": _up(21.9)}, 25, 3),
+        ({"a": _up(22)}, 25, 1),  # due a keepalive within a slow interval
+        ({"a": _up(50)}, 25, 1),  # overdue: about to be judged down
+        ({"a": _up(50)}, 0, 3),  # no keepalives: nothing is due
+        # An endpoint on trial is read again the moment its 6 s run out.
+        ({"a": PeerTrack(status=PeerStatus(last_endpoint_change=NOW - timedelta(seconds=5.5)))},
+         25, 0.5),
+        ({"a": PeerTrack(status=PeerStatus(last_endpoint_change=NOW - timedelta(seconds=2)))},
+         25, 1),
+        ({"a": PeerTrack(status=PeerStatus(last_endpoint_change=NOW - timedelta(seconds=7)))},
+         25, 1),
+    ],
+)  # fmt: skip
+def test_observe_interval(tracks: dict[str, PeerTrack], keepalive: int, expected: float) -> None:
+    assert observe_interval(tracks, NOW, _settings(keepalive)) == pytest.approx(expected)
 
 
 def test_matrix_marks_one_way_failures_and_silent_nodes() -> None:
