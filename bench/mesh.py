@@ -22,6 +22,7 @@ import asyncio
 import os
 import re
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -211,6 +212,8 @@ def _run(nodes: int) -> dict[str, Any]:
             started = time.monotonic()
             wait_for("the rejoin", lambda: _all_up(agents), timeout=TIMEOUT, interval=0.2)
             result["rejoin_up_seconds"] = round(time.monotonic() - started, 2)
+            if result["rejoin_up_seconds"] > 10:
+                print(f"slow rejoin; {name}'s log:\n{gone.log()[-4000:]}", file=sys.stderr)
         finally:
             for agent in started_agents:
                 agent.stop()

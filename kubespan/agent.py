@@ -30,8 +30,9 @@ from kubespan.device import Device, MeshDevice
 from kubespan.identity import Identity, load_or_create_identity
 from kubespan.mesh_health import local_health
 from kubespan.own_record import VERSION, OwnRecord
-from kubespan.peer_state import PeerTrack
+from kubespan.peer_state import ConnectionState, PeerTrack
 from kubespan.peers import PeerSpec, peer_specs
+from kubespan.poke import udp_poke
 from kubespan.reconcile import PassSettings, observe_interval, pass_settings, peer_pass
 from kubespan.session import Backoff, ClientFactory, Publication, Session, wait_event
 from kubespan.status import AgentStatus
@@ -71,8 +72,10 @@ class Agent:
         backoff: Callable[[], Backoff],
         hostname: str,
         socket_path: Path | None,
+        poke: Callable[[IPv6Address], None] = udp_poke,
     ) -> None:
         self.config = config
+        self._poke = poke
         self.state_dir = state_dir
         self.device = device
         self.interface = device.interface
@@ -300,6 +303,10 @@ class Agent:
             self.passes += 1
         else:
             self.observations += 1
+        for spec in specs:
+            track = self.tracks.get(spec.public_key)
+            if spec.address is not None and track and track.shown is ConnectionState.DOWN:
+                self._poke(spec.address)  # see kubespan/poke.py
         if self.own is not None:
             peer_down = self._settings.durations.peer_down
             self.own.set_health(local_health(specs, self.tracks, now, peer_down))
@@ -317,6 +324,7 @@ def build_agent(
     backoff: Callable[[], Backoff] = Backoff,
     hostname: str | None = None,
     socket_path: Path | bool | None = True,
+    poke: Callable[[IPv6Address], None] = udp_poke,
 ) -> Agent:
     """The composition root: wire config, device, discovery clients and clock into an Agent.
 
@@ -337,4 +345,5 @@ def build_agent(
         backoff=backoff,
         hostname=hostname or socket.gethostname(),
         socket_path=path if isinstance(path, Path) else None,
+        poke=poke,
     )

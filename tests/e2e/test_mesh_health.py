@@ -103,10 +103,18 @@ def test_every_node_sees_the_whole_mesh_up(agents: list[Agent]) -> None:
     names = sorted(a.node.hostname for a in agents)
     took = _wait_matrix(agents, _expect(names, set()), "every pair up everywhere", 30)
     print(f"mesh matrix all up on every node after {took:.1f}s")
+
+    def flowing(agent: Agent) -> bool:
+        # `receiving` needs rx to grow after a first read (a baseline): a read or two later.
+        links = (_mesh(agent) or {"links": []})["links"]
+        return len(links) == NODES * (NODES - 1) and all(
+            x["receiving"] and x["session"] and not x["one_way"] for x in links
+        )
+
+    wait_for("traffic both ways everywhere", lambda: all(map(flowing, agents)), timeout=30)
     doc = json.loads(agents[0].cli("status", "--mesh", "--json"))
     assert [n["name"] for n in doc["nodes"]] == names
     assert all(n["reports"] for n in doc["nodes"])
-    assert all(x["receiving"] and x["session"] and not x["one_way"] for x in doc["links"])
     table = agents[0].cli("status", "--mesh").splitlines()
     assert table[0].split() == names
     assert table[-1] == f"{NODES} nodes, 0 pairs not up, 0 one-way"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import replace
+from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from tests.kubespan.test_agent import (
     KEY,
     SECRET,
     factory,
+    make_config,
     peer_record,
 )
 
@@ -129,3 +131,32 @@ async def test_a_change_of_mesh_health_alone_costs_no_pass(tmp_path: Path) -> No
     finally:
         agent.stop()
         await task
+
+
+@pytest.mark.anyio
+async def test_a_peer_down_is_poked_through_the_mesh_on_every_pass(tmp_path: Path) -> None:
+    clock = FakeClock()
+    service = FakeDiscovery()
+    raw, _ = peer_record(2)
+    service.put(CLUSTER_ID, raw)
+    poked: list[IPv6Address] = []
+    agent = build_agent(
+        make_config([service.url]),  # endpoint timeout 1 s
+        tmp_path / "state",
+        IFACE,
+        device=FakeDevice(interface=IFACE),
+        clients=factory(service),
+        clock=clock,
+        hostname="n1",
+        socket_path=None,
+        poke=poked.append,
+    )
+    await agent.start()
+    agent.sessions[0].apply(await anext(service.client().watch(CLUSTER_ID)))
+    await agent.reconcile()
+    assert poked == []  # unknown: its first endpoint is on trial
+    clock.advance(1.5)
+    await agent.reconcile()
+    await agent.reconcile(full=False)
+    address = open_affiliate(KEY, raw.data, ()).record.kubespan
+    assert address is not None and poked == [address.address, address.address]
