@@ -101,7 +101,7 @@ def _wait_matrix(
 
 def test_every_node_sees_the_whole_mesh_up(agents: list[Agent]) -> None:
     names = sorted(a.node.hostname for a in agents)
-    took = _wait_matrix(agents, _expect(names, set()), "every pair up everywhere", 30)
+    took = _wait_matrix(agents, _expect(names, set()), "every pair up everywhere", 60)
     print(f"mesh matrix all up on every node after {took:.1f}s")
 
     def flowing(agent: Agent) -> bool:
