@@ -120,6 +120,7 @@ def peer_pass(
     new_tracks: dict[str, PeerTrack] = {}
     peers: list[WgPeer] = []
     messages: list[str] = []
+    rotated: list[str] = []
     for spec in specs:
         before = tracks.get(spec.public_key)
         track = before or PeerTrack()
@@ -128,6 +129,8 @@ def peer_pass(
         step = advance(track, spec.endpoints, now, durations)
         if step.endpoint_changed:
             messages.append(f"peer {spec.label}: trying endpoint {step.status.last_used_endpoint}")
+            if spec.public_key in have and track.status.last_used_endpoint is not None:
+                rotated.append(spec.public_key)
         if before is None or before.shown != step.track.shown:
             messages.append(f"peer {spec.label}: {step.track.shown}")
         new_tracks[spec.public_key] = step.track
@@ -150,5 +153,11 @@ def peer_pass(
         for net in spec.allowed_ips
     )
     desired = replace(settings.device, peers=tuple(peers))
-    ops = tuple(plan(device, desired))
+    # A rotated peer is removed and added again rather than given the new endpoint: a new
+    # endpoint alone waits for WireGuard's next handshake retry (up to 5 s, on its own
+    # clock), a new peer starts one at once (its persistent keepalive). It is down, so there
+    # is no session to lose.
+    fresh = replace(device, peers=tuple(p for p in device.peers if p.public_key not in rotated))
+    interface = settings.device.interface
+    ops = (*(RemovePeer(interface, key) for key in rotated), *plan(fresh, desired))
     return PeerPass(new_tracks, desired, ops, routed, tuple(messages))
