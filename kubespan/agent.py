@@ -30,10 +30,10 @@ from kubespan.device import Device, MeshDevice
 from kubespan.identity import Identity, load_or_create_identity
 from kubespan.mesh_health import local_health
 from kubespan.own_record import VERSION, OwnRecord
-from kubespan.peer_state import ConnectionState, PeerTrack
+from kubespan.peer_state import PeerTrack
 from kubespan.peers import PeerSpec, peer_specs
 from kubespan.poke import udp_poke
-from kubespan.reconcile import PassSettings, observe_interval, pass_settings, peer_pass
+from kubespan.reconcile import PassSettings, observe_interval, pass_settings, peer_pass, to_poke
 from kubespan.session import Backoff, ClientFactory, Publication, Session, wait_event
 from kubespan.status import AgentStatus
 from kubespan.status_api import StatusServer
@@ -303,10 +303,8 @@ class Agent:
             self.passes += 1
         else:
             self.observations += 1
-        for spec in specs:
-            track = self.tracks.get(spec.public_key)
-            if spec.address is not None and track and track.shown is ConnectionState.DOWN:
-                self._poke(spec.address)  # see kubespan/poke.py
+        for address in to_poke(specs, self.tracks, now, self._settings.keepalive):
+            self._poke(address)  # see kubespan/poke.py
         if self.own is not None:
             peer_down = self._settings.durations.peer_down
             self.own.set_health(local_health(specs, self.tracks, now, peer_down))

@@ -25,11 +25,15 @@ DEFAULT_MACHINE_TYPE: Final = "worker"
 # counts received traffic as well as handshakes:
 # - a working endpoint handshakes within one round trip, and WireGuard retries an unanswered
 #   initiation after 5 s (REKEY_TIMEOUT): 6 s is one retry, so a dead candidate costs <= 7 s;
-# - a live peer's persistent keepalive (25 s) arrives at least every 25 s, so 55 s is two
-#   missed keepalives and a margin. A mesh with keepalives off needs a longer peer_down
-#   (handshakes alone come every 2 minutes at best): Talos' 275 s.
+# - a live peer's persistent keepalive (25 s) arrives at least every 25 s, and a peer quiet
+#   for 30 s is probed through the tunnel (kubespan/poke.py), which a live peer answers at
+#   once (ICMP) or within WireGuard's 10 s passive keepalive: 45 s survives a lost keepalive
+#   and reports a vanished peer well within a minute. A mesh with keepalives off needs a
+#   longer peer_down (handshakes alone come every 2 minutes at best): Talos' 275 s.
 DEFAULT_ENDPOINT_TIMEOUT = timedelta(seconds=6)
-DEFAULT_PEER_DOWN = timedelta(seconds=55)
+DEFAULT_PEER_DOWN = timedelta(seconds=45)
+PROBE_AFTER_KEEPALIVE = timedelta(seconds=5)
+"""A peer quiet for its keepalive interval plus this is probed (see kubespan/poke.py)."""
 DEFAULT_RECONCILE = timedelta(seconds=30)
 # How often the agent reads the device (`wg show dump`, cheap): every second while any peer
 # is not up (an endpoint being tried, a peer down), every few seconds once all are up.

@@ -1,4 +1,5 @@
-"""Nudge WireGuard towards a peer that is down, so it comes back as soon as the path does.
+"""Nudge a peer through the tunnel: a down one comes back as soon as its path does, and a
+quiet one proves it is alive before it would be judged down.
 
 WireGuard only tries a handshake when it has something to send: a peer whose session died
 with the path is retried at its next persistent keepalive (up to 25 s away) and then on a
@@ -6,6 +7,11 @@ with the path is retried at its next persistent keepalive (up to 25 s away) and 
 makes WireGuard initiate at once (it rate-limits initiations itself, one per 5 s), so a
 peer whose path returns is up within seconds. The peer's kernel discards it (port 9) or
 answers "port unreachable"; either way it proves the path.
+
+A live peer answers any datagram: its kernel's ICMP reply comes straight back through the
+tunnel, or, if a firewall drops it, WireGuard's passive keepalive follows within 10 s. So a
+peer that missed a keepalive (or whose keepalives race ours) is heard from long before
+`timing.peer_down`.
 """
 
 from __future__ import annotations

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
+from ipaddress import IPv6Address
 
 from kubespan.config import Config
-from kubespan.config_defaults import OBSERVE_FAST, OBSERVE_SLOW
+from kubespan.config_defaults import OBSERVE_FAST, OBSERVE_SLOW, PROBE_AFTER_KEEPALIVE
 from kubespan.identity import Identity
 from kubespan.nft import FWMARK_WG
 from kubespan.peer_state import ConnectionState, Durations, PeerTrack, advance, observe
@@ -83,6 +84,30 @@ def observe_interval(
             if quiet >= settings.keepalive - slow:
                 wait = min(wait, fast)
     return wait
+
+
+def to_poke(
+    specs: Sequence[PeerSpec], tracks: Mapping[str, PeerTrack], now: datetime, keepalive: int
+) -> list[IPv6Address]:
+    """Mesh addresses to send a datagram to this pass (kubespan/poke.py); pure.
+
+    Down peers, so that WireGuard retries at once when their path returns; and up peers
+    quiet for longer than a keepalive (one lost, or keepalives racing each other), so that
+    a live one answers well before `peer_down` and is not reported down by mistake.
+    """
+    out = []
+    for spec in specs:
+        track = tracks.get(spec.public_key)
+        if spec.address is None or track is None:
+            continue
+        if track.shown is ConnectionState.DOWN:
+            out.append(spec.address)
+        elif track.shown is ConnectionState.UP and keepalive:
+            last = track.status.last_handshake
+            limit = timedelta(seconds=keepalive) + PROBE_AFTER_KEEPALIVE
+            if last is not None and now - last >= limit:
+                out.append(spec.address)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,6 @@ def test_run_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None
     flat = " ".join(out.split())
     assert "(default: /etc/kubespan/config.yaml)" in flat
     assert "(default: /var/lib/kubespan)" in flat
-    for default in ("mesh.port 51820", "timing.endpoint_timeout 6s", "timing.peer_down 55s",
+    for default in ("mesh.port 51820", "timing.endpoint_timeout 6s", "timing.peer_down 45s",
                     "timing.reconcile 30s", "timing.ttl 30m"):  # fmt: skip
         assert default in flat

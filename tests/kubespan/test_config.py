@@ -64,7 +64,7 @@ def test_minimal_config_gets_talos_defaults() -> None:
     # 275 s, because the agent observes WireGuard every second (see config_defaults).
     assert (t.endpoint_timeout, t.peer_down, t.reconcile) == (
         timedelta(seconds=6),
-        timedelta(seconds=55),
+        timedelta(seconds=45),
         timedelta(seconds=30),
     )
     assert config.node.machine_type == "worker"

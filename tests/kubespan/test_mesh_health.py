@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from ipaddress import IPv6Address
 
 import pytest
 
@@ -9,7 +11,7 @@ from kubespan.mesh_health import format_mesh, local_health, mesh_matrix, same_vi
 from kubespan.peer_state import ConnectionState, Durations, PeerStatus, PeerTrack
 from kubespan.peers import PeerSpec
 from kubespan.plan import MeshSpec
-from kubespan.reconcile import PassSettings, observe_interval
+from kubespan.reconcile import PassSettings, observe_interval, to_poke
 from membership.health import HealthState, MeshHealth, PeerHealth, key_id
 from membership.record import AffiliateRecord, DecodedAffiliate, KubeSpanInfo
 
@@ -83,7 +85,7 @@ def _settings(keepalive: int = 25) -> PassSettings:
             fwmark=0,
             mtu=1420,
         ),
-        durations=Durations(),  # endpoint timeout 6 s, peer down 55 s
+        durations=Durations(),  # endpoint timeout 6 s, peer down 45 s
         keepalive=keepalive,
         psk="",
         force_routing=True,
@@ -158,3 +160,19 @@ def test_an_agent_without_a_record_has_an_empty_matrix() -> None:
     assert format_mesh({"nodes": [], "links": []}).splitlines()[-1] == (
         "0 nodes, 0 pairs not up, 0 one-way"
     )
+
+
+def test_down_peers_and_quiet_up_peers_are_poked() -> None:
+    def addressed(name: str) -> PeerSpec:
+        return replace(_spec(name), address=IPv6Address(f"fd00::{ord(name)}"))
+
+    specs = [addressed("a"), addressed("b"), addressed("c"), addressed("d"), _spec("a")]
+    tracks = {
+        KEYS["a"]: PeerTrack(shown=DOWN),
+        KEYS["b"]: _up(30),  # a keepalive (25 s) and 5 s more: prove it is alive
+        KEYS["c"]: _up(29),
+        KEYS["d"]: PeerTrack(),  # unknown: its endpoint is on trial
+    }
+    poked = to_poke(specs, tracks, NOW, keepalive=25)
+    assert poked == [IPv6Address("fd00::97"), IPv6Address("fd00::98")]
+    assert to_poke(specs, tracks, NOW, keepalive=0) == [IPv6Address("fd00::97")]

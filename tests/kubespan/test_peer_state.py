@@ -270,8 +270,8 @@ def test_production_defaults_read_every_second() -> None:
             *(Pass(t, None, UNKNOWN, A) for t in range(1, 6)),
             Pass(6, None, UNKNOWN, B, changed=True),  # 6 s without a handshake: next one
             Pass(7, 7, UP, B),  # handshook: up on this very read
-            Pass(61, 7, UP, B),  # 55 s since the change, handshake after it
-            Pass(62, 7, UNKNOWN, C, changed=True),  # 55 s without a sign of life: down
+            Pass(51, 7, UP, B),  # 45 s since the change, handshake after it
+            Pass(52, 7, UNKNOWN, C, changed=True),  # 45 s without a sign of life: down
         ],
         Durations(),
     )
