@@ -95,6 +95,11 @@ def _events(agent: Agent) -> dict[str, list[tuple[datetime, str]]]:
     return out
 
 
+def _connected_at(agent: Agent) -> datetime | None:
+    match = re.search(r"^(\S+ \S+) INFO kubespan\.session: .*: connected$", agent.log(), re.M)
+    return None if match is None else datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f")
+
+
 def _handshake_to_up(agents: list[Agent]) -> list[float]:
     """Per (node, peer): from WireGuard's handshake (whole seconds, so up to 1 s too early)
     to the agent's log line saying the peer is up."""
@@ -175,6 +180,13 @@ def _run(nodes: int) -> dict[str, Any]:
             last_start = time.monotonic()
             wait_for("the full mesh", lambda: _all_up(agents), timeout=TIMEOUT, interval=0.1)
             result["join_up_seconds"] = round(time.monotonic() - last_start, 2)
+            # The same end, counted from the moment the last agent reached the discovery
+            # service: what is left once 20 Python processes have started on two cores.
+            all_up = datetime.now()
+            connected = [_connected_at(a) for a in agents]
+            result["join_up_after_last_connected_seconds"] = round(
+                (all_up - max(c for c in connected if c is not None)).total_seconds(), 2
+            )
             latencies = sorted(_handshake_to_up(agents))
             result["handshake_to_up_seconds"] = {
                 "median": round(statistics.median(latencies), 2),
@@ -233,7 +245,9 @@ def _table(result: dict[str, Any]) -> str:
         ("nodes / tunnels", f"{result['nodes']} / {result['pairs']}"),
         ("failover: 2 dead candidates", f"{result['failover_two_dead_candidates_seconds']:.2f} s"
                                         " from the first endpoint tried to up"),
-        ("join: every pair up", f"{result['join_up_seconds']:.2f} s after the last start"),
+        ("join: every pair up", f"{result['join_up_seconds']:.2f} s after the last start,"
+                                f" {result['join_up_after_last_connected_seconds']:.2f} s after"
+                                " the last agent connected"),
         ("join: handshake -> up", f"median {shake['median']:.2f} s, max {shake['max']:.2f} s"
                                   f" ({shake['samples']} peers)"),
         ("join: every pair pings", f"{result['join_ping_seconds']:.2f} s after the last start"
