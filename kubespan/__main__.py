@@ -19,11 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from discovery.logs import JSONFormatter
+from kubespan import config_defaults as defaults
 from kubespan import evict, signing
 from kubespan.addressing import AddressingError
-from kubespan.agent import SOCKET_NAME, Agent, build_agent
+from kubespan.agent import SOCKET_NAME, Agent
+from kubespan.build import build_agent
+from kubespan.clients import CAFileError, client_factory
 from kubespan.config import Config, ConfigError, gen_config, load_config
+from kubespan.config_values import format_duration
 from kubespan.identity import IdentityError
+from kubespan.mesh_health import format_mesh
 from kubespan.status import format_members, format_status
 from kubespan.status_api import AgentUnavailable, StatusError, request
 from kubespan.wg import SubprocessRunner, WgError
@@ -35,6 +40,18 @@ DEFAULT_INTERFACE = "kubespan"
 DEFAULT_CONFIG = Path("/etc/kubespan/config.yaml")
 
 log = logging.getLogger("kubespan")
+
+_RUN_EPILOG = (
+    "config defaults (docs/configuration.md): "
+    f"mesh.port {defaults.DEFAULT_PORT}, mesh.mtu {defaults.DEFAULT_MTU}, "
+    f"mesh.keepalive_seconds {defaults.DEFAULT_KEEPALIVE_SECONDS}, "
+    f"mesh.force_routing {str(defaults.DEFAULT_FORCE_ROUTING).lower()}, "
+    f"node.machine_type {defaults.DEFAULT_MACHINE_TYPE}, "
+    f"timing.endpoint_timeout {format_duration(defaults.DEFAULT_ENDPOINT_TIMEOUT)}, "
+    f"timing.peer_down {format_duration(defaults.DEFAULT_PEER_DOWN)}, "
+    f"timing.reconcile {format_duration(defaults.DEFAULT_RECONCILE)}, "
+    f"timing.ttl {format_duration(defaults.DEFAULT_TTL)}, timing.refresh half of timing.ttl"
+)
 
 
 class _Exit(Exception):
@@ -76,10 +93,34 @@ async def _serve(agent: Agent) -> None:
     await agent.run()
 
 
+def _warn_if_readable(path: Path) -> None:
+    # The file holds the cluster secret, which decrypts every record and is the WireGuard
+    # preshared key: a copy readable by other users defeats both.
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning(
+            "config %s is readable by other users (mode %04o); it holds the cluster secret:"
+            " chmod 600 %s",
+            path,
+            mode,
+            path,
+        )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     _configure_logging(args.log_format, args.log_level)
-    agent = build_agent(config, args.state_dir, args.interface, runner=SubprocessRunner())
+    _warn_if_readable(args.config)
+    try:
+        clients = client_factory(config.discovery.ca_file)
+    except CAFileError as exc:
+        raise _Exit(f"config {args.config}: {exc}", 2) from None
+    agent = build_agent(
+        config, args.state_dir, args.interface, runner=SubprocessRunner(), clients=clients
+    )
     try:
         asyncio.run(_serve(agent))
     except (IdentityError, WgError, AddressingError, StatusError) as exc:
@@ -102,6 +143,10 @@ def _query(args: argparse.Namespace, path: str) -> Any:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    if args.mesh:
+        mesh = _query(args, "/v1/mesh")
+        print(json.dumps(mesh, indent=2) if args.json else format_mesh(mesh))
+        return 0
     status = _query(args, "/v1/status")
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
@@ -148,8 +193,17 @@ def _cmd_leave(args: argparse.Namespace) -> int:
         # gone can still be removed cleanly.
         config = _load(args.config)
         _configure_logging("text", "warning")
+        try:
+            clients = client_factory(config.discovery.ca_file)
+        except CAFileError as exc:
+            raise _Exit(f"config {args.config}: {exc}", 2) from None
         agent = build_agent(
-            config, args.state_dir, args.interface, runner=SubprocessRunner(), socket_path=None
+            config,
+            args.state_dir,
+            args.interface,
+            runner=SubprocessRunner(),
+            clients=clients,
+            socket_path=None,
         )
         try:
             result = asyncio.run(agent.leave())
@@ -179,7 +233,18 @@ def _cmd_gen_secrets(args: argparse.Namespace) -> int:
         text = gen_config(cluster_id, secret, args.endpoint)
     except ConfigError as exc:
         raise _Exit(f"gen-secrets: {exc}", 2) from None
-    sys.stdout.write(text)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        # Created 0600 from the start (and made so if it existed): never readable by others,
+        # not even for a moment.
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            os.fchmod(out.fileno(), 0o600)
+            out.write(text)
+    except OSError as exc:
+        raise _Exit(f"gen-secrets: {args.output}: {exc.strerror or exc}", 1) from None
     return 0
 
 
@@ -199,16 +264,33 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--json", action="store_true", help="print JSON")
 
-    run = sub.add_parser("run", help="run the agent")
-    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    state(run)
-    run.add_argument("--interface", default=DEFAULT_INTERFACE)
-    run.add_argument("--log-format", choices=("text", "json"), default="text")
-    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    run = sub.add_parser(
+        "run",
+        help="run the agent",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=_RUN_EPILOG,
+    )
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the YAML config")
+    run.add_argument(
+        "--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="identity, keys, socket"
+    )
+    run.add_argument("--interface", default=DEFAULT_INTERFACE, help="the WireGuard link")
+    run.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines")
+    run.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="least severity logged",
+    )
     run.set_defaults(func=_cmd_run)
 
     status = sub.add_parser("status", help="peers of the running agent")
     client(status)
+    status.add_argument(
+        "--mesh",
+        action="store_true",
+        help="every node's view of its peers: who reaches whom, one-way failures marked",
+    )
     status.set_defaults(func=_cmd_status)
 
     members = sub.add_parser(
@@ -237,6 +319,9 @@ def _parser() -> argparse.ArgumentParser:
         "--open",
         action="store_true",
         help="a Talos-compatible random cluster id: unsigned writers allowed, no evict",
+    )
+    gen.add_argument(
+        "--output", type=Path, help="write the config to this file (mode 0600), not stdout"
     )
     gen.set_defaults(func=_cmd_gen_secrets)
     return parser

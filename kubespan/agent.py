@@ -1,41 +1,45 @@
-"""The node agent: composition root and the reconcile loop.
+"""The node agent: composition root and its loop (observe often, reconcile on change).
 
     sessions (one per discovery endpoint) --maps--> merge --> peer specs --+
     device.read() ---------------------------------------------------------+--> peer_pass()
     peer_pass (reconcile.py): observe + advance each peer (peer_state.py), plan
-        --> device.apply(ops), device.set_routed(networks)
+        --> device.apply(ops), device.set_routed(networks), own record's mesh health
 
-Level-triggered like Talos: every pass recomputes the desired device from the current
-affiliate maps and diffs it against what WireGuard reports, so a missed event or a failed
-`wg set` is repaired by the next pass (every `timing.reconcile`, or at once on a change).
+Two kinds of pass, one code path. A reconcile recomputes the peer specs from the affiliate
+maps (on every discovery change, and every `timing.reconcile`); an observation reuses the
+last specs and only reads the device, every second while any peer is not up and every few
+seconds otherwise (reconcile.observe_interval). Both fold the read into the peer tracks,
+rotate endpoints and apply whatever plan() finds, so status, rotation and repair follow
+each read of WireGuard rather than the 30 s tick (Talos' only one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 from ipaddress import IPv6Address
 from pathlib import Path
 
-from discovery.client import connect
 from kubespan.addressing import eui64_address, first_mac, ula_prefix
 from kubespan.config import Config
-from kubespan.device import Device, MeshDevice, PeerOpsError
+from kubespan.device import MeshDevice, PeerOpsError
 from kubespan.identity import Identity, load_or_create_identity
+from kubespan.mesh_health import local_health
 from kubespan.own_record import VERSION, OwnRecord
 from kubespan.peer_rules import discovery_addresses
 from kubespan.peer_state import PeerTrack
 from kubespan.peers import PeerSpec, Refused, build_peers
-from kubespan.reconcile import PassSettings, pass_settings, peer_pass
+from kubespan.poke import udp_poke
+from kubespan.reconcile import PassSettings, observe_interval, pass_settings, peer_pass, to_poke
 from kubespan.session import Backoff, ClientFactory, Publication, Session, wait_event
 from kubespan.signing import node_signer
 from kubespan.status import AgentStatus
 from kubespan.status_api import StatusServer
-from kubespan.wg import Runner, SubprocessRunner, WgError
+from kubespan.wg import WgError
 from kubespan.wgdump import WgDumpError
+from membership.health import MeshHealth
 from membership.members import merge_affiliates
 from membership.record import DecodedAffiliate
 from membership.sealing import ClusterKey
@@ -68,8 +72,10 @@ class Agent:
         backoff: Callable[[], Backoff],
         hostname: str,
         socket_path: Path | None,
+        poke: Callable[[IPv6Address], None] = udp_poke,
     ) -> None:
         self.config = config
+        self._poke = poke
         self.state_dir = state_dir
         self.device = device
         self.interface = device.interface
@@ -96,6 +102,7 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._server: StatusServer | None = None
         self.passes = 0
+        self.observations = 0
         self.last_error: str | None = None
         self.left = False
 
@@ -229,32 +236,45 @@ class Agent:
         self._device_ready = True
 
     async def _reconcile_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_reconcile = next_observe = loop.time()
         while True:
-            if await wait_event(self._changed, self._interval):
+            wait = min(next_reconcile, next_observe) - loop.time()
+            if await wait_event(self._changed, max(wait, 0.0)):
                 await asyncio.sleep(_COALESCE)
+            now = loop.time()
+            changed = self._changed.is_set()
             self._changed.clear()
+            # A record that changed in nothing a peer spec depends on (its mesh health, most
+            # often) needs no pass: while a mesh converges that is most changes, and each
+            # pass costs a device read on every node.
+            full = now >= next_reconcile or (
+                changed and (not self._device_ready or self._specs() != self.specs)
+            )
+            if not full and now < next_observe:
+                continue
+            if full:
+                next_reconcile = now + self._interval
             try:
-                await self.reconcile()
+                await self.reconcile(full=full)
                 self.last_error = None
             except (WgError, WgDumpError, ValueError, OSError) as exc:
                 if str(exc) != self.last_error:
                     log.warning("reconcile: %s", exc)
                 self.last_error = str(exc)
+            assert self._settings is not None
+            wait = observe_interval(self.tracks, self._clock(), self._settings)
+            next_observe = loop.time() + wait
 
-    def merged(self) -> dict[str, DecodedAffiliate]:
-        """Affiliates from every session, merged in configured endpoint order."""
-        return merge_affiliates([list(s.affiliates.values()) for s in self.sessions])
+    def mesh_view(self) -> MeshHealth:
+        """This node's view of its peers now (what its record publishes, but current)."""
+        assert self._settings is not None, "start() builds the settings"
+        peer_down = self._settings.durations.peer_down
+        return local_health(self.specs, self.tracks, self._clock(), peer_down)
 
-    async def reconcile(self) -> None:
-        """One pass: desired peers vs what WireGuard reports, states, rotation, plan, apply, nft."""
+    def _specs(self) -> list[PeerSpec]:
+        """Desired peers from the merged records; refused records are kept for status."""
         assert self.identity is not None
-        if not self._device_ready:
-            await self._bring_up()
-        current = await self.device.read()
-        if current is None:
-            # The link vanished (deleted by hand, wireguard-go killed): rebuild it next pass.
-            self._device_ready = False
-            raise WgError(["wg", "show"], 1, f"{self.interface} does not answer; recreating it")
         own = self.own.local.record.addresses if self.own and self.own.local else ()
         peers = build_peers(
             self.identity.node_id,
@@ -265,9 +285,30 @@ class Agent:
             discovery=discovery_addresses(e.url for e in self.config.discovery.endpoints),
             previous=self.specs,
         )
-        specs, self.refused = list(peers.specs), peers.refused
+        self.refused = peers.refused
+        return list(peers.specs)
+
+    def merged(self) -> dict[str, DecodedAffiliate]:
+        """Affiliates from every session, merged in configured endpoint order."""
+        return merge_affiliates([list(s.affiliates.values()) for s in self.sessions])
+
+    async def reconcile(self, *, full: bool = True) -> None:
+        """One pass: desired peers vs what WireGuard reports, states, rotation, plan, apply, nft.
+
+        `full=False` is an observation: the peer specs of the last full pass are kept.
+        """
+        assert self.identity is not None
+        if not self._device_ready:
+            await self._bring_up()
+        current = await self.device.read()
+        if current is None:
+            # The link vanished (deleted by hand, wireguard-go killed): rebuild it next pass.
+            self._device_ready = False
+            raise WgError(["wg", "show"], 1, f"{self.interface} does not answer; recreating it")
+        specs = self._specs() if full else self.specs
         assert self._settings is not None
-        step = peer_pass(specs, self.tracks, current, self._clock(), self._settings)
+        now = self._clock()
+        step = peer_pass(specs, self.tracks, current, now, self._settings)
         for message in step.messages:
             log.info("%s", message)
         self.tracks, self.specs = step.tracks, specs
@@ -279,41 +320,14 @@ class Agent:
                 failed = exc  # the other peers are configured: still route them
             log.info("reconfigured %s: %s", self.interface, step.summary)
         await self.device.set_routed(step.routed, self.mesh_prefix)
-        self.passes += 1
+        if full:
+            self.passes += 1
+        else:
+            self.observations += 1
+        for address in to_poke(specs, self.tracks, now, self._settings.keepalive):
+            self._poke(address)  # see kubespan/poke.py
+        if self.own is not None:
+            peer_down = self._settings.durations.peer_down
+            self.own.set_health(local_health(specs, self.tracks, now, peer_down))
         if failed is not None:
             raise failed
-
-
-def build_agent(
-    config: Config,
-    state_dir: Path,
-    interface: str,
-    *,
-    runner: Runner | None = None,
-    device: MeshDevice | None = None,
-    clients: ClientFactory = connect,
-    clock: Clock = utcnow,
-    backoff: Callable[[], Backoff] = Backoff,
-    hostname: str | None = None,
-    socket_path: Path | bool | None = True,
-) -> Agent:
-    """The composition root: wire config, device, discovery clients and clock into an Agent.
-
-    Without `device`, the real Device on `interface` runs `ip`/`wg`/`nft` through `runner`
-    (default: subprocesses). `socket_path=True` serves the status API at
-    `<state_dir>/kubespan.sock`; None or False serves none (tests that only drive the loop).
-    """
-    if device is None:
-        runner = runner or SubprocessRunner()
-        device = Device(interface, runner, state_dir=state_dir, mtu=config.mesh.mtu)
-    path = state_dir / SOCKET_NAME if socket_path is True else socket_path or None
-    return Agent(
-        config,
-        state_dir,
-        device,
-        clients=clients,
-        clock=clock,
-        backoff=backoff,
-        hostname=hostname or socket.gethostname(),
-        socket_path=path if isinstance(path, Path) else None,
-    )

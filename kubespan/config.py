@@ -9,7 +9,7 @@ the checking; `config_values` holds the field types, `config_errors` the wording
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
@@ -18,6 +18,7 @@ from kubespan.config_defaults import (
     DEFAULT_ENDPOINT_TIMEOUT,
     DEFAULT_FORCE_ROUTING,
     DEFAULT_KEEPALIVE_SECONDS,
+    DEFAULT_MACHINE_TYPE,
     DEFAULT_MTU,
     DEFAULT_PEER_DOWN,
     DEFAULT_PORT,
@@ -105,6 +106,8 @@ class ClusterConfig(_Section):
 
 class DiscoveryConfig(_Section):
     endpoints: Endpoints
+    # A PEM bundle trusted instead of the system roots for https:// and grpcs:// endpoints.
+    ca_file: Text | None = None
 
 
 class MeshConfig(_Section):
@@ -123,6 +126,8 @@ class NodeConfig(_Section):
 
     hostname: Text | None = None
     nodename: Text | None = None
+    # Published as the record's machine type, as Talos does; only shown, never acted on.
+    machine_type: Literal["worker", "controlplane", "init"] = DEFAULT_MACHINE_TYPE
 
 
 def _half_ttl(validated: dict[str, Any]) -> timedelta:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv6Address
 
 from discovery.version import SERVER_VERSION
@@ -19,15 +20,26 @@ from kubespan.addressing import AddressInfo, node_addresses, ula_prefix
 from kubespan.config import Config
 from kubespan.device import MeshDevice
 from kubespan.identity import Identity
+from kubespan.mesh_health import same_view
 from kubespan.peers import local_endpoints
 from kubespan.session import Publication
 from kubespan.wg import WgError
+from membership.health import MeshHealth, fit
+from membership.limits import AFFILIATE_DATA_MAX
 from membership.record import AffiliateRecord, EndpointAddr, IPAddress, KubeSpanInfo
-from membership.sealing import ClusterKey, seal_endpoint_addr, seal_record
+from membership.sealing import NONCE_SIZE, TAG_SIZE, ClusterKey, seal_endpoint_addr, seal_record
+from membership.talos_codec import encode_affiliate
 
 log = logging.getLogger(__name__)
 
 VERSION = SERVER_VERSION
+HEALTH_MIN_INTERVAL = 2.0
+"""Seconds between two publishes of a changed health view: while a large mesh converges,
+every node's view changes many times a second, and each publish is a write and a watch event
+on every other node."""
+HEALTH_MAX_AGE = 300.0
+"""Seconds after which an unchanged view is republished anyway, so its handshake ages and
+`observed_at` stay roughly current."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,16 +57,21 @@ def build_local(
     ips: Sequence[IPAddress],
     public_ips: Iterable[IPAddress],
     hostname: str,
+    health: MeshHealth | None = None,
 ) -> LocalRecord:
-    """Our record from the node's routed IPs and the public IPs the services saw; pure."""
+    """Our record from the node's routed IPs and the public IPs the services saw; pure.
+
+    Like Talos, the mesh address is published among the addresses (last, and never as an
+    endpoint). `health` is fitted into what the 2 KiB data limit leaves (membership.health).
+    """
     node = config.node
     hostname = node.hostname or hostname
     record = AffiliateRecord(
         node_id=identity.node_id,
-        addresses=tuple(ips),
+        addresses=(*(ip for ip in ips if ip != address), address),
         hostname=hostname,
         nodename=node.nodename or hostname,
-        machine_type="worker",
+        machine_type=node.machine_type,
         operating_system=f"Linux (kubespan {VERSION})",
         kubespan=KubeSpanInfo(
             public_key=identity.public_key,
@@ -63,6 +80,9 @@ def build_local(
             exclude_advertised_addresses=config.mesh.excluded_networks,
         ),
     )
+    if health is not None:
+        room = AFFILIATE_DATA_MAX - NONCE_SIZE - TAG_SIZE - len(encode_affiliate(record))
+        record = replace(record, mesh_health=fit(health, room))
     return LocalRecord(record, tuple(local_endpoints(ips, public_ips, config)))
 
 
@@ -79,6 +99,7 @@ class OwnRecord:
         interface: str,
         public_ips: Callable[[], Iterable[IPAddress]],
         on_change: Callable[[], None],
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
         self._key = ClusterKey(config.cluster.secret)
@@ -90,6 +111,9 @@ class OwnRecord:
         self._public_ips = public_ips
         self._on_change = on_change
         self._addresses: tuple[AddressInfo, ...] | None = None
+        self._monotonic = monotonic
+        self._health: MeshHealth | None = None
+        self._health_at = -HEALTH_MAX_AGE
         self.local: LocalRecord | None = None
         self.publication: Publication | None = None
 
@@ -103,6 +127,19 @@ class OwnRecord:
         if self._addresses is not None:
             self.update(self._addresses)
 
+    def set_health(self, health: MeshHealth) -> bool:
+        """Publish a new view of the peers if it changed (at most every few seconds; the next
+        call publishes one held back) or the last one is old; True if republished."""
+        now = self._monotonic()
+        since = now - self._health_at
+        published = self._health
+        if same_view(published, health) and (published is None or since < HEALTH_MAX_AGE):
+            return False
+        if since < HEALTH_MIN_INTERVAL or self._addresses is None:
+            return False
+        self._health, self._health_at = health, now
+        return self.update(self._addresses)
+
     def update(self, addresses: Sequence[AddressInfo]) -> bool:
         """Rebuild from the host's addresses; on a change, seal, call on_change, return True.
 
@@ -113,7 +150,13 @@ class OwnRecord:
             self._addresses, exclude_links={self._interface}, mesh_prefix=self._mesh_prefix
         )
         local = build_local(
-            self._config, self._identity, self._address, ips, self._public_ips(), self._hostname
+            self._config,
+            self._identity,
+            self._address,
+            ips,
+            self._public_ips(),
+            self._hostname,
+            self._health,
         )
         if local == self.local:
             return False

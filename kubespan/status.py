@@ -13,10 +13,12 @@ from typing import Any, Protocol
 
 from kubespan.device import MeshDevice
 from kubespan.identity import Identity
+from kubespan.mesh_health import mesh_matrix
 from kubespan.own_record import LocalRecord, OwnRecord
 from kubespan.peer_state import PeerTrack
 from kubespan.peers import PeerSpec, Refused
 from kubespan.session import Session
+from membership.health import MeshHealth
 from membership.members import members as cluster_members
 from membership.record import DecodedAffiliate
 
@@ -114,6 +116,7 @@ class AgentParts(Protocol):
     last_error: str | None
 
     def merged(self) -> dict[str, DecodedAffiliate]: ...
+    def mesh_view(self) -> MeshHealth: ...
     async def leave(self) -> dict[str, object]: ...
 
 
@@ -151,6 +154,14 @@ class AgentStatus:
     def members_status(self) -> list[dict[str, object]]:
         local = self._agent.own.local if self._agent.own else None
         return members_status(self._agent.merged().values(), local)
+
+    def mesh_status(self) -> dict[str, object]:
+        """Every node's view of its peers (ours live, the others' from their records)."""
+        own = self._agent.own
+        if own is None or own.local is None:
+            return {"nodes": [], "links": []}
+        me = DecodedAffiliate(record=own.local.record)
+        return mesh_matrix(me, self._agent.mesh_view(), self._agent.merged().values())
 
     async def leave(self) -> dict[str, object]:
         return await self._agent.leave()

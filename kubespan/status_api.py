@@ -6,6 +6,7 @@ read peer keys and endpoints or make the node leave, and there is no port to col
 
     GET  /v1/status    {self, peers, members, sessions}
     GET  /v1/self | /v1/peers | /v1/members | /v1/sessions
+    GET  /v1/mesh      every node's view of its peers: {nodes, links} (kubespan.mesh_health)
     POST /v1/leave     delete our record everywhere, remove link/rules/nft, stop the agent
 
 Served by uvicorn on a socket we bind ourselves, called with httpx's unix-socket transport.
@@ -42,6 +43,7 @@ class StatusSource(Protocol):
     def self_status(self) -> dict[str, object]: ...
     def peers_status(self) -> list[dict[str, object]]: ...
     def members_status(self) -> list[dict[str, object]]: ...
+    def mesh_status(self) -> dict[str, object]: ...
     async def leave(self) -> dict[str, object]: ...
 
 
@@ -88,6 +90,7 @@ def _app(source: StatusSource) -> Starlette:
         Route("/v1/self", get(source.self_status), methods=["GET"]),
         Route("/v1/peers", get(source.peers_status), methods=["GET"]),
         Route("/v1/members", get(source.members_status), methods=["GET"]),
+        Route("/v1/mesh", get(source.mesh_status), methods=["GET"]),
         Route("/v1/sessions", get(lambda: source.status()["sessions"]), methods=["GET"]),
         Route("/v1/leave", leave, methods=["POST"]),
     ]

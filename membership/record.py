@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
+from membership.health import MeshHealth
+
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
 
@@ -46,6 +48,8 @@ class AffiliateRecord:
     operating_system: str = ""
     kubespan: KubeSpanInfo | None = None
     api_server_port: int | None = None
+    mesh_health: MeshHealth | None = None
+    """Ours (field 1000, which Talos skips): the node's view of its peers."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

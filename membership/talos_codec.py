@@ -9,7 +9,7 @@ What the schema cannot say is checked here, and every failure is a RecordError n
 field: IP lengths, port and prefix ranges, UTF-8 of the text fields (declared `bytes` in the
 .proto for that reason), and known fields sent with the wrong wire type. Unknown fields are
 ignored: protobuf keeps them on the parsed message and the mapping never reads them, so records
-from a newer Talos still decode.
+from a newer Talos still decode. Field 1000 (mesh health) is ours; Talos skips it the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from membership.errors import RecordError
+from membership.health import MeshHealth, pack_peers, unpack_peers
 from membership.proto import affiliate_pb2 as pb
 from membership.record import (
     AffiliateRecord,
@@ -78,6 +79,12 @@ def encode_affiliate(record: AffiliateRecord) -> bytes:
         _check_port(record.api_server_port, "api_server_port")
         message.control_plane.SetInParent()
         message.control_plane.api_server_port = record.api_server_port
+    if record.mesh_health is not None:
+        health = record.mesh_health
+        message.mesh_health.SetInParent()
+        message.mesh_health.observed_at = health.observed_at
+        message.mesh_health.peers = pack_peers(health.peers)
+        message.mesh_health.omitted = health.omitted
     return message.SerializeToString(deterministic=True)
 
 
@@ -171,6 +178,14 @@ def _kubespan(message: pb.KubeSpan) -> KubeSpanInfo:
     )
 
 
+def _mesh_health(message: pb.MeshHealth) -> MeshHealth:
+    return MeshHealth(
+        observed_at=message.observed_at,
+        peers=unpack_peers(message.peers),
+        omitted=message.omitted,
+    )
+
+
 def decode_affiliate(data: bytes) -> AffiliateRecord:
     """Unmarshal an Affiliate; unknown fields are ignored; RecordError on anything invalid."""
     message = _parse(pb.Affiliate(), data, "")
@@ -187,6 +202,7 @@ def decode_affiliate(data: bytes) -> AffiliateRecord:
         operating_system=_text(message.operating_system, "operating_system"),
         kubespan=_kubespan(message.kubespan) if message.HasField("kubespan") else None,
         api_server_port=api_server_port,
+        mesh_health=_mesh_health(message.mesh_health) if message.HasField("mesh_health") else None,
     )
 
 

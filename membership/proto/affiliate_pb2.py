@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n membership/proto/affiliate.proto\x12\x17sidero.discovery.client\"\xf6\x01\n\tAffiliate\x12\x0f\n\x07node_id\x18\x01 \x01(\x0c\x12\x11\n\taddresses\x18\x02 \x03(\x0c\x12\x10\n\x08hostname\x18\x03 \x01(\x0c\x12\x10\n\x08nodename\x18\x04 \x01(\x0c\x12\x14\n\x0cmachine_type\x18\x05 \x01(\x0c\x12\x18\n\x10operating_system\x18\x06 \x01(\x0c\x12\x33\n\x08kubespan\x18\x07 \x01(\x0b\x32!.sidero.discovery.client.KubeSpan\x12<\n\rcontrol_plane\x18\x08 \x01(\x0b\x32%.sidero.discovery.client.ControlPlane\"\xb9\x01\n\x08KubeSpan\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\x0c\x12?\n\x14\x61\x64\x64itional_addresses\x18\x03 \x03(\x0b\x32!.sidero.discovery.client.IPPrefix\x12G\n\x1c\x65xclude_advertised_addresses\x18\x04 \x03(\x0b\x32!.sidero.discovery.client.IPPrefix\"$\n\x08IPPrefix\x12\n\n\x02ip\x18\x01 \x01(\x0c\x12\x0c\n\x04\x62its\x18\x02 \x01(\r\"\'\n\x0c\x43ontrolPlane\x12\x17\n\x0f\x61pi_server_port\x18\x01 \x01(\r\"$\n\x08\x45ndpoint\x12\n\n\x02ip\x18\x01 \x01(\x0c\x12\x0c\n\x04port\x18\x02 \x01(\rB<Z:github.com/siderolabs/discovery-api/api/v1alpha1/client/pbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n membership/proto/affiliate.proto\x12\x17sidero.discovery.client\"\xb1\x02\n\tAffiliate\x12\x0f\n\x07node_id\x18\x01 \x01(\x0c\x12\x11\n\taddresses\x18\x02 \x03(\x0c\x12\x10\n\x08hostname\x18\x03 \x01(\x0c\x12\x10\n\x08nodename\x18\x04 \x01(\x0c\x12\x14\n\x0cmachine_type\x18\x05 \x01(\x0c\x12\x18\n\x10operating_system\x18\x06 \x01(\x0c\x12\x33\n\x08kubespan\x18\x07 \x01(\x0b\x32!.sidero.discovery.client.KubeSpan\x12<\n\rcontrol_plane\x18\x08 \x01(\x0b\x32%.sidero.discovery.client.ControlPlane\x12\x39\n\x0bmesh_health\x18\xe8\x07 \x01(\x0b\x32#.sidero.discovery.client.MeshHealth\"A\n\nMeshHealth\x12\x13\n\x0bobserved_at\x18\x01 \x01(\x04\x12\r\n\x05peers\x18\x02 \x01(\x0c\x12\x0f\n\x07omitted\x18\x03 \x01(\r\"\xb9\x01\n\x08KubeSpan\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\x0c\x12?\n\x14\x61\x64\x64itional_addresses\x18\x03 \x03(\x0b\x32!.sidero.discovery.client.IPPrefix\x12G\n\x1c\x65xclude_advertised_addresses\x18\x04 \x03(\x0b\x32!.sidero.discovery.client.IPPrefix\"$\n\x08IPPrefix\x12\n\n\x02ip\x18\x01 \x01(\x0c\x12\x0c\n\x04\x62its\x18\x02 \x01(\r\"\'\n\x0c\x43ontrolPlane\x12\x17\n\x0f\x61pi_server_port\x18\x01 \x01(\r\"$\n\x08\x45ndpoint\x12\n\n\x02ip\x18\x01 \x01(\x0c\x12\x0c\n\x04port\x18\x02 \x01(\rB<Z:github.com/siderolabs/discovery-api/api/v1alpha1/client/pbb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z:github.com/siderolabs/discovery-api/api/v1alpha1/client/pb'
   _globals['_AFFILIATE']._serialized_start=62
-  _globals['_AFFILIATE']._serialized_end=308
-  _globals['_KUBESPAN']._serialized_start=311
-  _globals['_KUBESPAN']._serialized_end=496
-  _globals['_IPPREFIX']._serialized_start=498
-  _globals['_IPPREFIX']._serialized_end=534
-  _globals['_CONTROLPLANE']._serialized_start=536
-  _globals['_CONTROLPLANE']._serialized_end=575
-  _globals['_ENDPOINT']._serialized_start=577
-  _globals['_ENDPOINT']._serialized_end=613
+  _globals['_AFFILIATE']._serialized_end=367
+  _globals['_MESHHEALTH']._serialized_start=369
+  _globals['_MESHHEALTH']._serialized_end=434
+  _globals['_KUBESPAN']._serialized_start=437
+  _globals['_KUBESPAN']._serialized_end=622
+  _globals['_IPPREFIX']._serialized_start=624
+  _globals['_IPPREFIX']._serialized_end=660
+  _globals['_CONTROLPLANE']._serialized_start=662
+  _globals['_CONTROLPLANE']._serialized_end=701
+  _globals['_ENDPOINT']._serialized_start=703
+  _globals['_ENDPOINT']._serialized_end=739
 # @@protoc_insertion_point(module_scope)

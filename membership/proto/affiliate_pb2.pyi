@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Affiliate(_message.Message):
-    __slots__ = ("node_id", "addresses", "hostname", "nodename", "machine_type", "operating_system", "kubespan", "control_plane")
+    __slots__ = ("node_id", "addresses", "hostname", "nodename", "machine_type", "operating_system", "kubespan", "control_plane", "mesh_health")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class Affiliate(_message.Message):
     OPERATING_SYSTEM_FIELD_NUMBER: _ClassVar[int]
     KUBESPAN_FIELD_NUMBER: _ClassVar[int]
     CONTROL_PLANE_FIELD_NUMBER: _ClassVar[int]
+    MESH_HEALTH_FIELD_NUMBER: _ClassVar[int]
     node_id: bytes
     addresses: _containers.RepeatedScalarFieldContainer[bytes]
     hostname: bytes
@@ -27,7 +28,18 @@ class Affiliate(_message.Message):
     operating_system: bytes
     kubespan: KubeSpan
     control_plane: ControlPlane
-    def __init__(self, node_id: _Optional[bytes] = ..., addresses: _Optional[_Iterable[bytes]] = ..., hostname: _Optional[bytes] = ..., nodename: _Optional[bytes] = ..., machine_type: _Optional[bytes] = ..., operating_system: _Optional[bytes] = ..., kubespan: _Optional[_Union[KubeSpan, _Mapping]] = ..., control_plane: _Optional[_Union[ControlPlane, _Mapping]] = ...) -> None: ...
+    mesh_health: MeshHealth
+    def __init__(self, node_id: _Optional[bytes] = ..., addresses: _Optional[_Iterable[bytes]] = ..., hostname: _Optional[bytes] = ..., nodename: _Optional[bytes] = ..., machine_type: _Optional[bytes] = ..., operating_system: _Optional[bytes] = ..., kubespan: _Optional[_Union[KubeSpan, _Mapping]] = ..., control_plane: _Optional[_Union[ControlPlane, _Mapping]] = ..., mesh_health: _Optional[_Union[MeshHealth, _Mapping]] = ...) -> None: ...
+
+class MeshHealth(_message.Message):
+    __slots__ = ("observed_at", "peers", "omitted")
+    OBSERVED_AT_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    OMITTED_FIELD_NUMBER: _ClassVar[int]
+    observed_at: int
+    peers: bytes
+    omitted: int
+    def __init__(self, observed_at: _Optional[int] = ..., peers: _Optional[bytes] = ..., omitted: _Optional[int] = ...) -> None: ...
 
 class KubeSpan(_message.Message):
     __slots__ = ("public_key", "address", "additional_addresses", "exclude_advertised_addresses")

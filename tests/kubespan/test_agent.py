@@ -13,7 +13,8 @@ import pytest
 
 from discovery.client import DiscoveryClient, RawAffiliate
 from kubespan.addressing import eui64_address, ula_prefix
-from kubespan.agent import Agent, build_agent
+from kubespan.agent import Agent
+from kubespan.build import build_agent
 from kubespan.config import Config, load_config
 from kubespan.identity import generate_private_key, public_key_of
 from kubespan.plan import RemovePeer
@@ -133,7 +134,11 @@ async def test_publishes_own_record_on_start(tmp_path: Path) -> None:
         decoded = open_affiliate(KEY, data, endpoints)
         record = decoded.record
         assert record.nodename == "n1"
-        assert record.addresses == (ip_address("10.99.0.11"),)
+        # Like Talos: the mesh address is published last among the addresses, never as an
+        # endpoint.
+        assert record.addresses == (ip_address("10.99.0.11"), agent.address)
+        assert all(e.ip != agent.address for e in decoded.endpoints)
+        assert record.machine_type == "worker"
         assert record.kubespan is not None
         assert record.kubespan.public_key == agent.identity.public_key
         assert record.kubespan.address == eui64_address(ula_prefix(CLUSTER_ID), host.mac)

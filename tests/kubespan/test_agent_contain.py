@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kubespan.agent import build_agent
+from kubespan.build import build_agent
 from kubespan.device import Device, PeerOpsError
 from kubespan.session import Backoff
 from kubespan.status import AgentStatus, format_status

@@ -37,7 +37,7 @@ from tests.kubespan.config_support import MINIMAL, SECRET, error_of, with_sectio
         ("node: {nodename: 12}", "node.nodename: must be a non-empty string"),
         ("timing: {ttl: 31m}", "timing.ttl: must be at most 30m"),
         ("timing: {ttl: 10m, refresh: 10m}", "timing.refresh: must be shorter than timing.ttl"),
-        ("timing: {peer_down: 15}", "timing.endpoint_timeout: must be shorter than timing.peer"),
+        ("timing: {peer_down: 5}", "timing.endpoint_timeout: must be shorter than timing.peer"),
         ("timing: {reconcile: 0}", "timing.reconcile: must be a positive duration"),
         ("timing: {reconcile: 30x}", "timing.reconcile: must be a positive duration"),
         ("timing: {reconcile: 1m30}", "timing.reconcile: must be a positive duration"),

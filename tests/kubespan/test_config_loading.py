@@ -37,11 +37,14 @@ def test_minimal_config_gets_talos_defaults() -> None:
     assert mesh.extra_endpoints == ()
     assert config.node.hostname is None and config.node.nodename is None
     t = config.timing
+    # Talos' reconcile interval; shorter endpoint and peer-down timeouts than Talos' 15 s and
+    # 275 s, because the agent observes WireGuard every second (see config_defaults).
     assert (t.endpoint_timeout, t.peer_down, t.reconcile) == (
-        timedelta(seconds=15),
-        timedelta(seconds=275),
+        timedelta(seconds=6),
+        timedelta(seconds=45),
         timedelta(seconds=30),
     )
+    assert config.node.machine_type == "worker"
     assert (t.ttl, t.refresh) == (timedelta(minutes=30), timedelta(minutes=15))
 
 

@@ -24,6 +24,9 @@ from membership.record import EndpointAddr
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 UNKNOWN, UP, DOWN = ConnectionState.UNKNOWN, ConnectionState.UP, ConnectionState.DOWN
+# Talos' EndpointConnectionTimeout and PeerDownInterval: the tables of Talos' algorithm below
+# use them; the agent's own defaults are shorter (test_production_defaults_read_every_second).
+TALOS = Durations(endpoint_timeout=timedelta(seconds=15), peer_down=timedelta(seconds=275))
 
 
 def at(seconds: float) -> datetime:
@@ -65,8 +68,8 @@ def run(passes: list[Pass], durations: Durations | None = None) -> PeerStatus:
             endpoint=device_endpoint,
             latest_handshake=None if p.handshake is None else at(p.handshake),
         )
-        track = observe(track, sample, at(p.t), durations or Durations())
-        step = advance(track, p.candidates, at(p.t), durations or Durations())
+        track = observe(track, sample, at(p.t), durations or TALOS)
+        step = advance(track, p.candidates, at(p.t), durations or TALOS)
         got = (p.t, step.status.state, step.wg_endpoint, step.endpoint_changed)
         assert got == (p.t, p.state, p.sends, p.changed)
         track = step.track
@@ -211,7 +214,7 @@ def test_calculate_state_branches(
         last_endpoint_change=ago(since_change),
         last_handshake=ago(since_handshake),
     )
-    assert calculate_state(status, now) is expected
+    assert calculate_state(status, now, TALOS) is expected
 
 
 def test_should_change_endpoint() -> None:
@@ -256,3 +259,20 @@ def test_observe_copies_what_the_device_reports() -> None:
     sample = PeerState(public_key="x", endpoint=B, latest_handshake=at(1), rx=10, tx=20)
     updated = observe(PeerTrack(status=status, rx_seen=0), sample, at(1)).status
     assert updated == replace(status, endpoint=B, last_handshake=at(1), rx=10, tx=20)
+
+
+def test_production_defaults_read_every_second() -> None:
+    # The agent observes and advances on every device read (each second while a peer is not
+    # up), so a dead candidate costs the 6 s endpoint timeout, not a 30 s reconcile tick.
+    final = run(
+        [
+            Pass(0, None, UNKNOWN, A, changed=True),
+            *(Pass(t, None, UNKNOWN, A) for t in range(1, 6)),
+            Pass(6, None, UNKNOWN, B, changed=True),  # 6 s without a handshake: next one
+            Pass(7, 7, UP, B),  # handshook: up on this very read
+            Pass(51, 7, UP, B),  # 45 s since the change, handshake after it
+            Pass(52, 7, UNKNOWN, C, changed=True),  # 45 s without a sign of life: down
+        ],
+        Durations(),
+    )
+    assert final.last_used_endpoint == C

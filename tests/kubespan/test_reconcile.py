@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address, ip_network
 from pathlib import Path
@@ -103,3 +104,18 @@ def test_peers_no_longer_desired_are_removed_and_forgotten() -> None:
     step = peer_pass([kept], tracks, device, T0, settings)
     assert RemovePeer("ks0", gone.public_key) in step.ops
     assert set(step.tracks) == {kept.public_key}
+
+
+def test_a_rotation_re_adds_the_peer_so_wireguard_initiates_at_once() -> None:
+    dead = EndpointAddr(ip_address("10.98.0.22"), 51820)
+    peer = spec(2)
+    peer = replace(peer, endpoints=(dead, *peer.endpoints))
+    settings = pass_settings(config(), identity(), "ks0")
+    first = peer_pass([peer], {}, DeviceState(), T0, settings)
+    on_device = DeviceState(peers=(PeerState(public_key=peer.public_key, endpoint=dead),))
+    later = peer_pass([peer], first.tracks, on_device, T0 + timedelta(seconds=1.5), settings)
+    assert later.ops[0] == RemovePeer("ks0", peer.public_key)
+    (added,) = [op for op in later.ops if isinstance(op, AddPeer)]
+    assert (added.public_key, added.endpoint) == (peer.public_key, peer.endpoints[1])
+    # The first configuration of a peer is a plain add.
+    assert not any(isinstance(op, RemovePeer) for op in first.ops)

@@ -62,6 +62,9 @@ class FakeSource:
     def members_status(self) -> list[dict[str, object]]:
         return [{"nodename": "n1"}]
 
+    def mesh_status(self) -> dict[str, object]:
+        return {"nodes": [{"name": "n1"}], "links": []}
+
     async def leave(self) -> dict[str, object]:
         self.left += 1
         return {"deleted": ["http://d:3001"], "errors": {}}

@@ -85,13 +85,20 @@ _TEXT_FIELDS = {
 } | {("KubeSpan", "public_key")}
 
 
+OWN_FIELDS = 1000
+
+
 def test_generated_schema_is_upstreams_field_for_field() -> None:
     generated = affiliate_pb2.DESCRIPTOR
     assert generated.package == "sidero.discovery.client"
-    assert set(generated.message_types_by_name) == set(_UPSTREAM_SCHEMA)
+    # Our own additions (mesh health) are numbered from OWN_FIELDS up and use messages of
+    # their own; everything Talos reads is upstream's, field for field.
+    assert set(generated.message_types_by_name) == set(_UPSTREAM_SCHEMA) | {"MeshHealth"}
     for message_name, fields in _UPSTREAM_SCHEMA.items():
         message = generated.message_types_by_name[message_name]
-        assert len(message.fields) == len(fields)
+        ours = [f for f in message.fields if f.number >= OWN_FIELDS]
+        assert all(f.message_type is None or f.message_type.name == "MeshHealth" for f in ours)
+        assert len(message.fields) - len(ours) == len(fields)
         for name, number, field_type, extra in fields:
             field = message.fields_by_number[number]
             assert field.name == name

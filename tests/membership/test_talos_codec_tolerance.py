@@ -97,9 +97,9 @@ def test_unknown_fields_of_every_wire_type_are_skipped() -> None:
 
 
 def test_a_field_talos_does_not_know_is_ignored() -> None:
-    # What a future record of ours adds (e.g. mesh health, numbered from 1000 up as
-    # affiliate.proto asks): this version decodes the rest and drops it.
-    mesh_health = encode_len_field(1000, encode_varint_field(1, 3) + encode_len_field(2, b"ok"))
+    # What a future record of ours adds (numbered from 1000 up as affiliate.proto asks; 1000
+    # itself is mesh health, see test_health.py): this version decodes the rest and drops it.
+    mesh_health = encode_len_field(1001, encode_varint_field(1, 3) + encode_len_field(2, b"ok"))
     assert decode_affiliate(FULL_RECORD_BYTES + mesh_health) == FULL_RECORD
     assert decode_affiliate(mesh_health + FULL_RECORD_BYTES) == FULL_RECORD
 

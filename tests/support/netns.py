@@ -21,12 +21,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from tests.support.shell import sh, terminate, wait_for
+
+__all__ = ["sh", "terminate", "wait_for"]  # re-exported: the mesh tests take them from here
 
 HUB_IP = "10.99.0.1"
 SERVICE_PORT = 3001
@@ -38,40 +40,6 @@ def missing_requirements() -> list[str]:
     """What stops privileged mesh tests here: not root, or tools missing ([] when none)."""
     missing = [] if os.geteuid() == 0 else ["root"]
     return missing + [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
-
-
-def sh(argv: Sequence[str], *, check: bool = True, timeout: float = 30.0) -> str:
-    """Run a command, return stdout; raise with stderr on failure when `check`."""
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: exit {proc.returncode}: {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def wait_for(
-    what: str, probe: Callable[[], T | None], *, timeout: float, interval: float = 0.25
-) -> T:
-    """Poll `probe` until it returns a truthy value; AssertionError naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
-def terminate(proc: subprocess.Popen[bytes] | None, grace: float = 20.0) -> None:
-    """SIGTERM, then SIGKILL if the process has not exited within `grace` seconds."""
-    if proc is not None and proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 @dataclass
@@ -102,6 +70,24 @@ class Node:
             timeout=wait * count + 5,
         )
         return proc.returncode == 0
+
+    def block(self, ip: str) -> None:
+        """Drop every packet between this node and `ip` (both ways), as a broken path would."""
+        ruleset = (
+            "table inet ksblock {\n"
+            f"  chain input {{ type filter hook input priority -300; ip saddr {ip} drop; }}\n"
+            f"  chain output {{ type filter hook output priority -300; ip daddr {ip} drop; }}\n"
+            "}\n"
+        )
+        subprocess.run(
+            ["ip", "netns", "exec", self.netns, "nft", "-f", "-"],
+            input=ruleset.encode(),
+            check=True,
+            capture_output=True,
+        )
+
+    def unblock(self) -> None:
+        self.exec(["nft", "delete", "table", "inet", "ksblock"])
 
     def kill_all(self) -> None:
         """SIGKILL every process in the namespace, as a power cut would (wireguard-go too)."""
@@ -253,13 +239,21 @@ def mesh_config(
     ttl: str = "2m",
     keepalive: int = 2,
     endpoint_filters: Sequence[str] = (),
+    production: bool = False,
 ) -> str:
-    """A config with short timings; keepalive well under peer_down keeps live peers `up`."""
+    """A config with short timings; keepalive well under peer_down keeps live peers `up`.
+
+    `production=True`: no mesh or timing keys at all, so every default applies."""
     filters = "".join(f"\n    - '{f}'" for f in endpoint_filters)
-    return (
+    head = (
         f"cluster:\n  id: '{cluster_id}'\n  secret: '{secret}'\n"
         f"discovery:\n  endpoints:\n    - '{endpoint}'\n"
-        f"mesh:\n  keepalive_seconds: {keepalive}\n"
+    )
+    if production:
+        return head
+    return (
+        head
+        + f"mesh:\n  keepalive_seconds: {keepalive}\n"
         + (f"  endpoint_filters:{filters}\n" if filters else "")
         + f"timing:\n  reconcile: {reconcile}\n  endpoint_timeout: {endpoint_timeout}\n"
         f"  peer_down: {peer_down}\n  refresh: {refresh}\n  ttl: {ttl}\n"
