@@ -39,6 +39,8 @@ SERVICE = "sidero.discovery.server.Cluster"
 _frames: weakref.WeakKeyDictionary[Change, bytes] = weakref.WeakKeyDictionary()
 
 MAX_REQUEST_BYTES = 64 * 1024
+# Largest first Watch message; the rest of a larger snapshot follows as updates.
+SNAPSHOT_MESSAGE_BYTES = 1024 * 1024
 
 _OPTIONS: list[tuple[str, int]] = [
     # Upstream lowered its gRPC buffers to 16 KiB for "lots of connections with relatively low
@@ -83,6 +85,27 @@ def _render(change: Change) -> bytes:
             message = pb.WatchResponse(affiliates=[_affiliate(change.affiliate)])
         cached = _frames[change] = message.SerializeToString()
     return cached
+
+
+def _snapshot_messages(affiliates: Iterable[Affiliate]) -> Iterator[bytes]:
+    """The snapshot as the first message, split when large: the rest follow as updates.
+
+    A full cluster's snapshot is over 4 MiB, grpc's default receive limit, which every
+    client (Talos included) keeps: one message would fail their watch for good. Talos treats
+    only the first message as the snapshot and every later one as upserts, so the same
+    affiliates in several messages leave it with the same state.
+    """
+    batch: list[pb.Affiliate] = []
+    size, sent = 0, False
+    for affiliate in affiliates:
+        message = _affiliate(affiliate)
+        batch.append(message)
+        size += message.ByteSize() + 8  # field tag and length prefix, generously
+        if size >= SNAPSHOT_MESSAGE_BYTES:
+            yield pb.WatchResponse(affiliates=batch).SerializeToString()
+            batch, size, sent = [], 0, True
+    if batch or not sent:  # the first message is the snapshot, even an empty one
+        yield pb.WatchResponse(affiliates=batch).SerializeToString()
 
 
 def _resync(known: set[str], snapshot: WatchSnapshot) -> Iterator[bytes]:
@@ -165,8 +188,8 @@ class ClusterServicer:
             first = await anext(stream)
             assert isinstance(first, WatchSnapshot)
             known = {a.id for a in first.affiliates}
-            snapshot = pb.WatchResponse(affiliates=[_affiliate(a) for a in first.affiliates])
-            await call.context.write(snapshot.SerializeToString())
+            for data in _snapshot_messages(first.affiliates):
+                await call.context.write(data)
             async for message in stream:
                 if isinstance(message, Change):
                     if message.affiliate is None:

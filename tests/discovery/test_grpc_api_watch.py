@@ -143,3 +143,25 @@ async def test_a_cancelled_watch_unsubscribes(
     async with asyncio.timeout(5):
         while live.service.status().watchers:
             await asyncio.sleep(0.01)
+
+
+async def test_a_full_cluster_reaches_a_client_with_the_default_receive_limit() -> None:
+    # 1,024 affiliates at the size limits: about 4.2 MiB, over grpc's default 4 MiB that
+    # every client (Talos included) keeps. Split, the snapshot arrives whole all the same.
+    async with grpc_live() as live:
+        endpoints = [b"%02d" % i + b"e" * 30 for i in range(64)]
+        for i in range(1024):
+            await live.service.update_affiliate(
+                "full", f"a{i}", data=bytes(2048), endpoints=endpoints, ttl_seconds=600
+            )
+        async with live.channel() as channel:  # grpc's default limits
+            call = stub(channel).Watch(pb.WatchRequest(cluster_id="full"))
+            first = await read(call)
+            seen = {a.id for a in first.affiliates}
+            assert 0 < len(seen) < 1024
+            while len(seen) < 1024:
+                message = await read(call)
+                assert not message.deleted
+                seen |= {a.id for a in message.affiliates}
+            call.cancel()
+        assert seen == {f"a{i}" for i in range(1024)}
