@@ -23,7 +23,11 @@ from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
 # Benchmarks that print a side-by-side table (the JSON file has every figure).
-_MODULES = {"http": "bench.http_update", "grpc": "bench.grpc_update"}
+_MODULES = {
+    "http": "bench.http_update",
+    "grpc": "bench.grpc_update",
+    "signed": "bench.signed_update",
+}
 
 
 def _machine() -> dict[str, Any]:
@@ -54,6 +58,7 @@ def _benchmarks(quick: bool) -> dict[str, Callable[[], Coroutine[Any, Any, dict[
 
     marks: dict[str, Callable[[], Coroutine[Any, Any, dict[str, Any]]]] = {
         "http": lazy("bench.http_update", **({"duration": 2.0, "rounds": 1} if quick else {})),
+        "signed": lazy("bench.signed_update", **({"duration": 2.0, "rounds": 1} if quick else {})),
         "fanout": lazy(
             "bench.watch_fanout",
             **({"watchers": 500, "clusters": 50, "rate": 100.0, "duration": 5.0} if quick else {}),
