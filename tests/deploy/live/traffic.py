@@ -81,6 +81,8 @@ class Watcher:
     resumes: list[float] = field(default_factory=list)
     """Monotonic times the first event after a break arrived."""
     snapshots_after_resume: int = 0
+    first_snapshot: int | None = None
+    """The revision of the first snapshot: the watch owes every revision after it."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -109,6 +111,8 @@ class Watcher:
                         if event.event == "snapshot":
                             if self.revisions:
                                 self.snapshots_after_resume += 1
+                            elif self.first_snapshot is None:
+                                self.first_snapshot = event.id
                         elif event.id is not None:
                             self.revisions.append(event.id)
                         if self._stop.is_set():
