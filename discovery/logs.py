@@ -8,7 +8,8 @@ import sys
 from datetime import UTC, datetime
 
 # Attributes every LogRecord has; anything else came in through `extra=` and is a field.
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# uvicorn adds "color_message" (the message with terminal colours) for its own formatter.
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 
 class JSONFormatter(logging.Formatter):
