@@ -13,6 +13,11 @@ DamagedState            the stored state does not add up; the process refuses to
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from storage.errors import StorageError
+
 
 class ServiceError(Exception):
     code = "internal"
@@ -52,3 +57,12 @@ class PermissionDenied(ServiceError):
 
 class DamagedState(Exception):
     """The log or a snapshot does not add up (a gap, a bad checksum): never served."""
+
+
+@contextmanager
+def storage_unavailable() -> Iterator[None]:
+    """Turn a storage failure into NotReady (503 / UNAVAILABLE) for the caller."""
+    try:
+        yield
+    except StorageError as exc:
+        raise NotReady("the event log is unavailable, try again later") from exc

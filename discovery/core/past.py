@@ -11,12 +11,11 @@ compacted before them, hence `RevisionGone` naming the oldest revision that can 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from discovery.core.errors import NotReady, ServiceError
+from discovery.core.errors import ServiceError
 from discovery.core.values import HistoryEntry
 from membership.codec import decode_event
 from membership.events import GLOBAL_STREAM
@@ -24,7 +23,6 @@ from membership.model import Affiliate, ClusterView
 from membership.registry import project
 from membership.snapshot import decode_snapshot
 from storage.base import EventLog, StoredEvent
-from storage.errors import StorageError
 
 _READ_BATCH = 2000
 _MAX_REVISION = 2**63 - 1
@@ -53,15 +51,6 @@ class Base:
     revision: int
     view: ClusterView
     taken_at: datetime | None
-
-
-@contextmanager
-def storage_unavailable() -> Iterator[None]:
-    """Turn a storage failure into NotReady (503 / UNAVAILABLE) for the caller."""
-    try:
-        yield
-    except StorageError as exc:
-        raise NotReady("the event log is unavailable, try again later") from exc
 
 
 async def read_history(

@@ -20,7 +20,7 @@ from discovery.core import authz, past, validate
 from discovery.core.admission import Admission, client_key
 from discovery.core.changes import WatchMessage
 from discovery.core.clock import Clock, Monotonic, system_clock
-from discovery.core.errors import InvalidArgument, NotReady, ResourceExhausted
+from discovery.core.errors import InvalidArgument, NotReady, ResourceExhausted, storage_unavailable
 from discovery.core.health import StorageHealth
 from discovery.core.holdings import Holdings
 from discovery.core.hub import WatchHub
@@ -278,7 +278,7 @@ class DiscoveryService(Revocations):
 
     async def catch_up(self) -> None:
         """Wait until the projection includes everything committed so far."""
-        with past.storage_unavailable():
+        with storage_unavailable():
             head = await self._log.head()
         await asyncio.wait_for(self._projection.wait_applied(head), _APPLY_TIMEOUT)
 
@@ -303,14 +303,14 @@ class DiscoveryService(Revocations):
         """(horizon, the cluster's events after `after`); events <= horizon may be gone."""
         validate.cluster_id(cluster_id, self._limits)
         self._check_ready()
-        with past.storage_unavailable():
+        with storage_unavailable():
             return await past.read_history(self._log, cluster_id, after, limit)
 
     async def affiliates_at(self, cluster_id: str, at: int | datetime) -> past.Membership:
         """The cluster's membership right after revision `at`, or at time `at`; RevisionGone."""
         validate.cluster_id(cluster_id, self._limits)
         self._check_ready()
-        with past.storage_unavailable():
+        with storage_unavailable():
             return await past.membership_at(self._log, cluster_id, at)
 
     async def watch(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from discovery.core.changes import Change, WatchMessage, change_of
-from discovery.core.errors import NotReady
+from discovery.core.errors import storage_unavailable
 from discovery.core.hub import WatchHub
 from membership.codec import decode_event
 from storage.base import EventLog, StoredEvent
@@ -74,10 +74,8 @@ async def _replayable(log: EventLog, since: int, upto: int) -> bool:
 
 async def _replay(log: EventLog, cluster_id: str, after: int, upto: int) -> AsyncIterator[Change]:
     while after < upto:
-        try:
+        with storage_unavailable():
             batch: list[StoredEvent] = await log.read(after, _REPLAY_BATCH, stream=cluster_id)
-        except StorageError as exc:
-            raise NotReady("the event log is unavailable, try again later") from exc
         if not batch:
             return
         for record in batch:
