@@ -26,6 +26,11 @@ CREATE TABLE IF NOT EXISTS snapshot (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+# The newest revision ever given: after compacting every event MAX(revision) forgets how far the
+# log went, and the horizon remembers, so revisions are never reused.
+HEAD = """SELECT max(COALESCE((SELECT MAX(revision) FROM events), 0),
+    COALESCE((SELECT value FROM meta WHERE key = 'horizon'), 0))"""
+HORIZON = "SELECT COALESCE((SELECT value FROM meta WHERE key = 'horizon'), 0)"
 COLUMNS = "SELECT revision, stream, type, data, recorded_at FROM events"
 INSERT = "INSERT INTO events VALUES (?, ?, ?, ?, ?)"
 # Rows per multi-row INSERT: 5 parameters each, well under SQLite's 32766 variables.
