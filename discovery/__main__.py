@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from discovery.handoff import ERROR, READY, Handoff
 from discovery.settings import Settings
 
 log = logging.getLogger("discovery")
@@ -48,32 +50,60 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
         raise SystemExit(2) from None
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, handoff: Handoff | None = None) -> None:
     """Run until SIGTERM or SIGINT, then drain (final snapshot included)."""
     from discovery.runtime import Runtime
 
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, handoff=handoff)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runtime.stop_soon)
     async with runtime:
+        if handoff is not None:
+            handoff.report(READY)
         await runtime.wait()
     log.info("service stopped")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = load_settings(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    settings = load_settings(args)
     from discovery import logs
     from discovery.startup import StartupError
 
     logs.configure(settings.log_level, settings.log_format)
+    handoff = Handoff.from_env(os.environ)
     try:
-        asyncio.run(serve(settings))
+        if handoff is None and settings.workers > 1:
+            from discovery.supervisor import supervise
+
+            raise SystemExit(supervise(settings, args))
+        if handoff is not None:
+            _become_worker(handoff)
+        asyncio.run(serve(settings, handoff))
     except StartupError as exc:
-        print(f"discovery-service: {exc}", file=sys.stderr)
+        if handoff is not None:
+            # The supervisor prints it, once for all its workers.
+            handoff.report(ERROR + str(exc))
+        else:
+            print(f"discovery-service: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         pass
+
+
+def _become_worker(handoff: Handoff) -> None:
+    from discovery.handoff import die_with_supervisor
+
+    die_with_supervisor(handoff)
+    index = handoff.index
+
+    def tag(record: logging.LogRecord) -> bool:
+        record.worker = index
+        return True
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(tag)
 
 
 if __name__ == "__main__":

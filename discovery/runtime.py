@@ -5,7 +5,9 @@ order, run in one task group, and drained in one place.
         await runtime.wait()                      # until stop() or a listener fails
 
 `listeners=False` runs the core and its background work without binding any port (tests
-that drive the HTTP app in process).
+that drive the HTTP app in process). A worker of `--workers N` gets a `handoff`: it serves on
+the sockets its supervisor bound, binds gRPC beside the other workers (SO_REUSEPORT), and
+writes its metrics where the supervisor's metrics port reads every worker's.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from types import TracebackType
 from urllib.parse import urlsplit
 
 from prometheus_client import make_asgi_app
+from starlette.types import ASGIApp
 
 from discovery.core.clock import Clock, Monotonic, system_clock
 from discovery.core.errors import DamagedState
@@ -26,6 +29,7 @@ from discovery.core.maintenance import Maintenance, MaintenanceOptions
 from discovery.core.metrics import Metrics
 from discovery.core.service import DiscoveryService
 from discovery.grpc.server import GrpcServer, start_grpc_server
+from discovery.handoff import Handoff, tag_responses
 from discovery.http.app import create_app
 from discovery.http.listener import HttpListener
 from discovery.http.tls import reload_on_change
@@ -42,6 +46,7 @@ log = logging.getLogger("discovery")
 _IDLE_CLIENT_SWEEP = 60.0
 _STORAGE_RETRY_MAX = 10.0
 _FINAL_SNAPSHOT_TIMEOUT = 10.0
+_STATE_PUBLISH_INTERVAL = 1.0
 
 
 class Runtime:
@@ -55,9 +60,11 @@ class Runtime:
         clock: Clock = system_clock,
         monotonic: Monotonic = time.monotonic,
         listeners: bool = True,
+        handoff: Handoff | None = None,
     ) -> None:
         self.settings = settings
-        self.metrics = Metrics()
+        self._handoff = handoff
+        self.metrics = Metrics(multiprocess_dir=handoff.metrics_dir if handoff else None)
         self._given_log = event_log
         self._clock = clock
         self._monotonic = monotonic
@@ -167,6 +174,9 @@ class Runtime:
                 tasks.create_task(self._maintenance.run(), name="maintenance"),
                 tasks.create_task(self._sweep_idle_clients(), name="idle-clients"),
             ]
+            if self._handoff is not None:
+                publish = self._publish_state()
+                self._background.append(tasks.create_task(publish, name="publish-state"))
             if self._listeners:
                 await self._serve(sockets)
         except BaseException:
@@ -189,6 +199,10 @@ class Runtime:
     def _bind(self) -> dict[str, socket.socket]:
         settings = self.settings
         check_tls_pair(settings.tls_cert, settings.tls_key)
+        if self._handoff is not None:
+            # Bound by the supervisor, which also holds and probed the gRPC port.
+            self._sockets = self._handoff.sockets()
+            return self._sockets
         self._sockets = {"http": bind(settings.http_addr, "HTTP")}
         if settings.metrics_addr:
             self._sockets["metrics"] = bind(settings.metrics_addr, "metrics")
@@ -224,7 +238,9 @@ class Runtime:
     async def _serve(self, sockets: dict[str, socket.socket]) -> None:
         settings, core, tasks = self.settings, self.core, self._tasks
         assert tasks is not None
-        app = create_app(core, settings, self.metrics)
+        app: ASGIApp = create_app(core, settings, self.metrics)
+        if self._handoff is not None:
+            app = tag_responses(app, self._handoff.index)
         self._http = HttpListener(
             app,
             sockets["http"],
@@ -238,7 +254,8 @@ class Runtime:
             self._metrics_http = HttpListener(make_asgi_app(self.metrics.registry), metrics_sock)
             self._servers.append(tasks.create_task(self._metrics_http.serve(), name="metrics"))
         if settings.grpc_addr:
-            self._grpc = await start_grpc_server(core, settings, self.metrics)
+            shared = self._handoff is not None
+            self._grpc = await start_grpc_server(core, settings, self.metrics, reuse_port=shared)
         context = await self._http.started()
         if context is not None:
             reload = reload_on_change(context, settings.tls_cert, settings.tls_key)
@@ -249,6 +266,12 @@ class Runtime:
         while True:
             await asyncio.sleep(_IDLE_CLIENT_SWEEP)
             self.core.forget_idle_clients()
+
+    async def _publish_state(self) -> None:
+        """Keep this worker's state gauges current for whichever worker answers a scrape."""
+        while True:
+            self.metrics.publish_state()
+            await asyncio.sleep(_STATE_PUBLISH_INTERVAL)
 
     # -- run and stop -----------------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from membership import limits as L
@@ -19,6 +20,10 @@ class Settings(BaseSettings):
     # Empty disables the listener.
     metrics_addr: str = ":2122"
     storage: str = "sqlite:///./data/discovery.db"
+    # After `storage`: its validator reads the storage URL.
+    workers: int = Field(
+        1, ge=1, description="service processes sharing the ports ('auto': one per core)"
+    )
 
     gc_interval: float = Field(60.0, gt=0, description="seconds between expiry passes")
     snapshot_interval: float = Field(600.0, gt=0, description="seconds between snapshots")
@@ -90,6 +95,25 @@ class Settings(BaseSettings):
             raise ValueError("must be HOST:PORT or :PORT")
         return value
 
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _auto_workers(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if value == "auto":
+                return cpu_count()
+            if not value.isdigit():
+                raise ValueError("must be a positive integer or 'auto'")
+        return value
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_share_storage(cls, value: int, info: ValidationInfo) -> int:
+        # Each worker would fold its own private log: writes on one invisible to the others.
+        if value > 1 and str(info.data.get("storage", "")).startswith("memory:"):
+            raise ValueError("memory:// keeps its state inside one process; use 1 worker")
+        return value
+
     def cors_origin_list(self) -> list[str]:
         return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
@@ -111,3 +135,11 @@ def parse_addr(addr: str) -> tuple[str, int | None]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         return addr, None
     return host.strip("[]"), int(port)
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (its affinity mask, as a container's cpuset sets it)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -47,3 +47,28 @@ def check_tls_pair(cert: str, key: str) -> None:
         raise StartupError(f"TLS: {exc.filename or cert}: {exc.strerror or exc}") from None
     except ssl.SSLError as exc:
         raise StartupError(f"TLS: {cert} / {key}: {exc.reason or exc}") from None
+
+
+def hold(addr: str, what: str) -> socket.socket:
+    """Probe `addr` as `bind` does, then keep it bound, not listening, with SO_REUSEPORT.
+
+    For a port the workers bind themselves (grpc binds its own sockets, with SO_REUSEPORT):
+    the probe turns a taken port into one line before any worker starts, and the held socket
+    keeps anyone else off the port while no worker is listening (between restarts). Only
+    sockets that also set SO_REUSEPORT, under the same user, can bind beside it; a held,
+    non-listening socket is never handed a connection.
+    """
+    bind(addr, what).close()
+    host, port = parse_addr(addr)
+    assert port is not None  # bind() above has checked it
+    host = host or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise StartupError(f"cannot listen on {addr} for {what}: {reason}") from None
+    return sock

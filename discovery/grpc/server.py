@@ -273,9 +273,10 @@ def _check_methods(names: Iterable[str]) -> None:
 
 
 async def start_grpc_server(
-    core: DiscoveryService, settings: Settings, metrics: Metrics
+    core: DiscoveryService, settings: Settings, metrics: Metrics, *, reuse_port: bool = False
 ) -> GrpcServer:
     """Listen on `settings.grpc_addr`: h2c, or TLS (reloaded on change) when a cert is set.
+    `reuse_port` shares the port with the other workers of one supervisor.
 
     Raises StartupError when the address cannot be bound or the certificate is unusable."""
     if bool(settings.tls_cert) != bool(settings.tls_key):
@@ -283,7 +284,10 @@ async def start_grpc_server(
     servicer = ClusterServicer(core)
     handlers = _handlers(CallHandlers(core, settings, metrics, SERVICE), servicer)
     _check_methods(handlers)
-    server = grpc.aio.server(options=_OPTIONS)
+    options = _OPTIONS
+    if reuse_port:
+        options = [o for o in _OPTIONS if o[0] != "grpc.so_reuseport"] + [("grpc.so_reuseport", 1)]
+    server = grpc.aio.server(options=options)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
     if settings.grpc_reflection:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -31,6 +32,9 @@ class ServiceProcess:
     extra: Sequence[str] = ()
     http_port: int = field(default_factory=free_port)
     grpc_port: int | None = None
+    metrics_port: int | None = None
+    # More than 1 runs a supervisor with that many worker processes.
+    workers: int = 1
     env: dict[str, str] = field(default_factory=dict)
     scheme: str = "http"
     # What the readiness probe trusts: a CA file for a self-signed certificate.
@@ -52,7 +56,8 @@ class ServiceProcess:
             "--storage", self.storage,
             "--http-addr", f"127.0.0.1:{self.http_port}",
             "--grpc-addr", grpc,
-            "--metrics-addr", "",
+            "--metrics-addr", f"127.0.0.1:{self.metrics_port}" if self.metrics_port else "",
+            "--workers", str(self.workers),
             "--log-format", "text",
             *self.extra,
         ]  # fmt: skip
@@ -83,6 +88,31 @@ class ServiceProcess:
                 pass
             time.sleep(0.05)
         raise RuntimeError("discovery-service did not become ready")
+
+    def worker_pids(self) -> list[int]:
+        """The supervisor's children: its workers (empty for a single process)."""
+        assert self.proc is not None
+        pid = self.proc.pid
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as children:
+                return [int(p) for p in children.read().split()]
+        except FileNotFoundError:
+            return []
+
+    def wait_workers(self, count: int | None = None, timeout: float = 30.0) -> list[int]:
+        """Wait until `count` (default: all) workers answer, by their response header."""
+        count = self.workers if count is None else count
+        seen: set[str] = set()
+        deadline = time.monotonic() + timeout
+        while len(seen) < count:
+            assert time.monotonic() < deadline, f"workers seen: {seen}\n{self.output()[-2000:]}"
+            # A fresh connection each time: the kernel hands it to any waiting worker.
+            with contextlib.suppress(httpx.HTTPError):
+                r = httpx.get(self.url + "/readyz", timeout=1.0, verify=self.verify)
+                if r.status_code == 200:
+                    seen.add(r.headers["x-discovery-worker"])
+            time.sleep(0.01)
+        return self.worker_pids()
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks run, as in a crash or an OOM kill."""
