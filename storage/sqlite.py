@@ -9,7 +9,8 @@ Several processes may share one database file, each with its own log: SQLite's w
 a file lock beside the database, taken first) serializes their transactions, and each takes
 its revisions from the database inside its transaction, so revisions stay gap-free in commit
 order. What another process commits is learned by reading the database: head() and horizon()
-read it, and wait_for() polls it.
+read it, and wait_for() re-reads the head when another log's change signal arrives
+(storage/sqlite_signal.py) and, in case one is lost, every second.
 """
 
 from __future__ import annotations
@@ -42,12 +43,15 @@ from storage.sqlite_schema import (
     SCHEMA,
     driver_errors,
 )
+from storage.sqlite_signal import ChangeSignal
 from storage.sqlite_writer import SqliteWriter, connection_thread
 from storage.waiters import HeadWatch
 
 _RECENT = 4096
-# How often wait_for() re-reads the head, for commits of other processes.
-_POLL_INTERVAL = 0.05
+# How often wait_for() re-reads the head for commits of other processes: rarely while the
+# change signal works, often when it could not be set up.
+_POLL_SIGNALLED = 1.0
+_POLL_UNSIGNALLED = 0.05
 
 
 def _open_writer(path: str) -> sqlite3.Connection:
@@ -93,6 +97,7 @@ class SqliteEventLog:
         # slice of it is exactly what the database holds.
         self._recent: deque[StoredEvent] = deque(maxlen=_RECENT)
         self._writer = SqliteWriter(writer, thread, lock, self._watch, self._remember)
+        self._signal: ChangeSignal | None = None
         self._closed = False
         self._closing: asyncio.Task[None] | None = None
 
@@ -129,7 +134,11 @@ class SqliteEventLog:
                     await loop.run_in_executor(thread, writer.close)
             thread.shutdown(wait=False)
             raise
-        return cls(writer, thread, lock, reader, head)
+        log = cls(writer, thread, lock, reader, head)
+        # Without it (a read-only directory, say) other processes' commits are found by polling.
+        with suppress(OSError):
+            log._signal = ChangeSignal.open(path, log._watch.wake)
+        return log
 
     def _check_open(self) -> None:
         if self._closed:
@@ -140,6 +149,8 @@ class SqliteEventLog:
         if events and recent and recent[-1].revision + 1 != events[0].revision:
             recent.clear()
         recent.extend(events)
+        if self._signal is not None:
+            self._signal.notify()
 
     async def append(
         self, stream: str, events: Sequence[NewEvent], *, base_revision: int | None = None
@@ -183,11 +194,10 @@ class SqliteEventLog:
         return await self._fetch_int(HORIZON)
 
     async def wait_for(self, after: int, timeout: float | None = None) -> bool:
-        # This log's own commits wake its waiters at once; other processes' are found by
-        # re-reading the head every _POLL_INTERVAL.
-        return await self._watch.wait_for(
-            after, timeout, refresh=self.head, poll_interval=_POLL_INTERVAL
-        )
+        # This log's own commits wake its waiters at once; other processes' through the change
+        # signal, and polling in case a signal was lost.
+        poll = _POLL_UNSIGNALLED if self._signal is None else _POLL_SIGNALLED
+        return await self._watch.wait_for(after, timeout, refresh=self.head, poll_interval=poll)
 
     async def save_snapshot(self, revision: int, blob: bytes) -> None:
         self._check_open()
@@ -248,6 +258,8 @@ class SqliteEventLog:
         if self._closing is None:
             self._closed = True
             self._watch.close()
+            if self._signal is not None:
+                self._signal.close()
             self._closing = asyncio.create_task(self._shutdown())
         # Shielded: a caller giving up on aclose must not leave the connections half closed.
         await asyncio.shield(self._closing)
