@@ -221,3 +221,19 @@ async def test_file_leadership_unreachable(tmp_path: Path) -> None:
     with pytest.raises(StorageUnavailable):
         await leadership.acquire()
     assert not await leadership.holds()
+
+
+async def test_a_lost_signal_is_made_up_by_polling(
+    open_shared: OpenShared, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = await open_shared(), await open_shared()
+    assert b._signal is not None
+    await a.wait_for(0, timeout=0)  # the first wait reads the head; later ones wait for signals
+    monkeypatch.setattr(b._signal, "notify", lambda: None)
+    assert 0.4 < await wake_time(a, b) < 5
+
+
+async def test_an_unusable_writer_lock_fails_the_open(db_path: str) -> None:
+    os.makedirs(writer_lock_path(db_path))  # a directory where the lock file belongs
+    with pytest.raises(StorageUnavailable, match="lock file"):
+        await SqliteEventLog.open(db_path)
