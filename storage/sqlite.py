@@ -9,7 +9,8 @@ Several processes may share one database file, each with its own log: SQLite's w
 a file lock beside the database, taken first) serializes their transactions, and each takes
 its revisions from the database inside its transaction, so revisions stay gap-free in commit
 order. What another process commits is learned by reading the database: head() and horizon()
-read it, and wait_for() polls it.
+read it, and wait_for() re-reads the head when another log's change signal arrives
+(storage/sqlite_signal.py) and, in case one is lost, every second.
 """
 
 from __future__ import annotations
@@ -42,12 +43,15 @@ from storage.sqlite_schema import (
     SCHEMA,
     driver_errors,
 )
+from storage.sqlite_signal import ChangeSignal
 from storage.sqlite_writer import SqliteWriter, connection_thread
 from storage.waiters import HeadWatch
 
 _RECENT = 4096
-# How often wait_for() re-reads the head, for commits of other processes.
-_POLL_INTERVAL = 0.05
+# How often wait_for() re-reads the head for commits of other processes: rarely while the
+# change signal works, often when it could not be set up.
+_POLL_SIGNALLED = 1.0
+_POLL_UNSIGNALLED = 0.05
 
 
 def _open_writer(path: str) -> sqlite3.Connection:
@@ -88,11 +92,16 @@ class SqliteEventLog:
         self._watch = HeadWatch(head)
         # The newest events this log committed. A tailing reader (the service's own
         # projection) asks for exactly these next, so they are served without a database round
-        # trip. It only ever holds one run of consecutive revisions (_remember starts over when
+        # trip. It only ever holds one run of consecutive revisions (_committed starts over when
         # another process committed in between), and a revision names one event forever, so a
         # slice of it is exactly what the database holds.
         self._recent: deque[StoredEvent] = deque(maxlen=_RECENT)
-        self._writer = SqliteWriter(writer, thread, lock, self._watch, self._remember)
+        self._writer = SqliteWriter(writer, thread, lock, self._watch, self._committed)
+        self._signal: ChangeSignal | None = None
+        # Whether another log may have committed since wait_for last read the head (true until
+        # the first read), and when that was.
+        self._signalled = True
+        self._refreshed = 0.0
         self._closed = False
         self._closing: asyncio.Task[None] | None = None
 
@@ -107,7 +116,6 @@ class SqliteEventLog:
         loop = asyncio.get_running_loop()
         writer: sqlite3.Connection | None = None
         reader: aiosqlite.Connection | None = None
-        lock: FileLock | None = None
         try:
             with driver_errors():
                 writer = await loop.run_in_executor(thread, _open_writer, path)
@@ -129,17 +137,23 @@ class SqliteEventLog:
                     await loop.run_in_executor(thread, writer.close)
             thread.shutdown(wait=False)
             raise
-        return cls(writer, thread, lock, reader, head)
+        log = cls(writer, thread, lock, reader, head)
+        # Without it (a read-only directory, say) other processes' commits are found by polling.
+        with suppress(OSError):
+            log._signal = ChangeSignal.open(path, log._on_signal)
+        return log
 
     def _check_open(self) -> None:
         if self._closed:
             raise StorageUnavailable("event log is closed")
 
-    def _remember(self, events: list[StoredEvent]) -> None:
+    def _committed(self, events: list[StoredEvent]) -> None:
         recent = self._recent
         if events and recent and recent[-1].revision + 1 != events[0].revision:
             recent.clear()
         recent.extend(events)
+        if self._signal is not None:
+            self._signal.notify()
 
     async def append(
         self, stream: str, events: Sequence[NewEvent], *, base_revision: int | None = None
@@ -183,11 +197,26 @@ class SqliteEventLog:
         return await self._fetch_int(HORIZON)
 
     async def wait_for(self, after: int, timeout: float | None = None) -> bool:
-        # This log's own commits wake its waiters at once; other processes' are found by
-        # re-reading the head every _POLL_INTERVAL.
-        return await self._watch.wait_for(
-            after, timeout, refresh=self.head, poll_interval=_POLL_INTERVAL
-        )
+        # This log's own commits wake its waiters at once; other processes' through the change
+        # signal, and polling in case a signal was lost.
+        poll = _POLL_UNSIGNALLED if self._signal is None else _POLL_SIGNALLED
+        return await self._watch.wait_for(after, timeout, refresh=self._refresh, poll_interval=poll)
+
+    def _on_signal(self) -> None:
+        self._signalled = True
+        self._watch.wake()
+
+    async def _refresh(self) -> int:
+        # The service's tail waits after every batch it folds: reading the head from the
+        # database each time would add a round trip per commit for nothing. Read it when a
+        # signal came, or once the poll interval has (about) passed, since signals can be lost.
+        now = asyncio.get_running_loop().time()
+        fresh = now - self._refreshed < _POLL_SIGNALLED / 2
+        if self._signal is not None and not self._signalled and fresh:
+            return self._watch.head
+        self._signalled = False
+        self._refreshed = now
+        return await self.head()
 
     async def save_snapshot(self, revision: int, blob: bytes) -> None:
         self._check_open()
@@ -248,6 +277,8 @@ class SqliteEventLog:
         if self._closing is None:
             self._closed = True
             self._watch.close()
+            if self._signal is not None:
+                self._signal.close()
             self._closing = asyncio.create_task(self._shutdown())
         # Shielded: a caller giving up on aclose must not leave the connections half closed.
         await asyncio.shield(self._closing)

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from storage.errors import Conflict
+import storage.sqlite as sqlite_module
+from storage.errors import Conflict, StorageUnavailable
+from storage.file_leadership import FileLockLeadership
 from storage.file_lock import FileLock
 from storage.sqlite import SqliteEventLog, writer_lock_path
+from storage.sqlite_signal import signal_dir
 from tests.storage.contract_helpers import ev, read_all
 
 pytestmark = pytest.mark.anyio
@@ -149,3 +154,86 @@ async def test_file_lock_states(tmp_path: Path) -> None:
     first.close()
     with pytest.raises(OSError):
         first.acquire()
+
+
+async def wake_time(waiting: SqliteEventLog, writing: SqliteEventLog) -> float:
+    """Seconds from `writing`'s commit until a waiter on `waiting` saw it."""
+    loop = asyncio.get_running_loop()
+    head = await waiting.head()
+    waiter = asyncio.create_task(waiting.wait_for(head, timeout=30))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    started = loop.time()
+    await writing.append("w", [ev("x")])
+    assert await waiter
+    return loop.time() - started
+
+
+async def test_the_change_signal_wakes_without_polling(
+    open_shared: OpenShared, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "_POLL_SIGNALLED", 60.0)
+    a, b = await open_shared(), await open_shared()
+    assert a._signal is not None and b._signal is not None
+    assert await wake_time(a, b) < 5
+    assert await wake_time(b, a) < 5
+    c = await open_shared()  # a log opened later hears the next commit too
+    assert await wake_time(c, a) < 5
+
+
+async def test_stale_sockets_are_removed(open_shared: OpenShared, db_path: str) -> None:
+    log = await open_shared()
+    stale = os.path.join(signal_dir(db_path), "999999-1-dead.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as dead:
+        dead.bind(stale)  # and closed without unlinking, as by a killed process
+    assert os.path.exists(stale)
+    await log.append("a", [ev("1")])
+    assert not os.path.exists(stale)
+    await log.aclose()
+    assert os.listdir(signal_dir(db_path)) == []  # closing removes its own socket
+
+
+async def test_a_deep_path_still_gets_a_signal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "_POLL_SIGNALLED", 60.0)
+    deep = tmp_path.joinpath(*["a-long-directory-name"] * 5, "events.db")
+    assert len(str(deep)) > 108  # too long for a socket address
+    a, b = await SqliteEventLog.open(str(deep)), await SqliteEventLog.open(str(deep))
+    try:
+        assert a._signal is not None
+        assert await wake_time(a, b) < 5
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_without_a_signal_waiters_poll(open_shared: OpenShared, db_path: str) -> None:
+    os.makedirs(os.path.dirname(db_path))
+    Path(signal_dir(db_path)).write_text("in the way")
+    a, b = await open_shared(), await open_shared()
+    assert a._signal is None
+    assert await wake_time(a, b) < 5
+
+
+async def test_file_leadership_unreachable(tmp_path: Path) -> None:
+    leadership = FileLockLeadership(str(tmp_path / "missing" / "events.db-leader.lock"))
+    with pytest.raises(StorageUnavailable):
+        await leadership.acquire()
+    assert not await leadership.holds()
+
+
+async def test_a_lost_signal_is_made_up_by_polling(
+    open_shared: OpenShared, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = await open_shared(), await open_shared()
+    assert b._signal is not None
+    await a.wait_for(0, timeout=0)  # the first wait reads the head; later ones wait for signals
+    monkeypatch.setattr(b._signal, "notify", lambda: None)
+    assert 0.4 < await wake_time(a, b) < 5
+
+
+async def test_an_unusable_writer_lock_fails_the_open(db_path: str) -> None:
+    os.makedirs(writer_lock_path(db_path))  # a directory where the lock file belongs
+    with pytest.raises(StorageUnavailable, match="lock file"):
+        await SqliteEventLog.open(db_path)
