@@ -144,16 +144,20 @@ def test_watchers_on_both_workers_add_up(service: ServiceProcess) -> None:
 def test_a_killed_worker_is_replaced_and_service_continues(service: ServiceProcess) -> None:
     first, second = service.worker_pids()
     os.kill(first, signal.SIGKILL)
+    # Connections the kernel had already queued on the dead worker's gRPC socket are reset
+    # with it (SO_REUSEPORT gives each worker its own queue); clients reconnect, as Talos does.
+    _eventually(lambda: first not in service.worker_pids())
     # The other worker serves meanwhile, gRPC as well as HTTP.
     for i in range(10):
         _put(service, "k", f"during{i}")
         _grpc_update(service, "k", f"g-during{i}")
-    _eventually(lambda: len(service.worker_pids()) == 2 and first not in service.worker_pids())
+    _eventually(lambda: len(service.worker_pids()) == 2)
     replacement = next(p for p in service.worker_pids() if p != second)
     service.wait_workers()
     assert "worker exited, restarting it" in service.output()
     # And the replacement serves gRPC on the same port once the other one is gone too.
     os.kill(second, signal.SIGKILL)
+    _eventually(lambda: second not in service.worker_pids())
     for i in range(10):
         _grpc_update(service, "k", f"g-after{i}")
     assert replacement in service.worker_pids()
