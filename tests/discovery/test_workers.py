@@ -104,6 +104,34 @@ def test_both_workers_serve_one_http_and_one_grpc_port(service: ServiceProcess) 
     assert len(pids) == 2 and service.proc is not None and service.proc.pid not in pids
 
 
+def _leaders(service: ServiceProcess) -> dict[str, bool]:
+    """Each worker's readiness `leader` flag, by worker."""
+    found: dict[str, bool] = {}
+    deadline = time.monotonic() + 20
+    while len(found) < service.workers:
+        assert time.monotonic() < deadline
+        r = httpx.get(service.url + "/readyz", timeout=5)
+        found[r.headers[HEADER]] = r.json()["leader"]
+    return found
+
+
+def test_exactly_one_worker_leads(service: ServiceProcess) -> None:
+    _eventually(lambda: sorted(_leaders(service).values()) == [False, True])
+    assert service.output().count("leadership acquired") == 1
+
+
+def test_workers_on_postgresql(postgres_db: str) -> None:
+    service = ServiceProcess(postgres_db, workers=2, extra=["--rate-limit", "0"]).start()
+    try:
+        service.wait_workers()
+        assert {_put(service, "p", f"a{i}") for i in range(30)} == {"1", "2"}
+        for _ in range(10):
+            assert _listed(service, "p") == {f"a{i}" for i in range(30)}
+        _eventually(lambda: sorted(_leaders(service).values()) == [False, True])
+    finally:
+        assert service.stop() == 0
+
+
 def test_metrics_add_up_over_the_workers(service: ServiceProcess) -> None:
     taken = [_put(service, "m", f"a{i}") for i in range(30)]
     assert set(taken) == {"1", "2"}
