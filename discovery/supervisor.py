@@ -121,6 +121,9 @@ class Supervisor:
             except OSError as exc:
                 self._fail(f"cannot start a worker: {exc}")
                 return
+            if self._stopping.is_set():
+                # The drain began while it was being started: it missed the SIGTERM.
+                process.send_signal(signal.SIGTERM)
             try:
                 line = (await status.readline()).decode(errors="replace").rstrip("\n")
                 if line == READY:
