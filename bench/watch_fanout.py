@@ -42,8 +42,7 @@ def measure(
     with tempfile.TemporaryDirectory() as tmp:
         argv = service_argv(
             f"sqlite:///{tmp}/events.db", http_port,
-            "--grpc-addr", f"127.0.0.1:{grpc_port}", "--max-watches-per-client", "0",
-            "--max-connections-per-client", "0",
+            "--grpc-addr", f"127.0.0.1:{grpc_port}",
             *(("--workers", workers) if workers != "1" else ()),
         )  # fmt: skip
         with running(argv, http_port, "/readyz") as proc:
