@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import struct
@@ -261,3 +262,22 @@ async def test_a_full_signal_queue_makes_the_waiter_read_the_head(
     await b.append("b", [ev("1")])
     await overflow()
     assert await asyncio.wait_for(waiter, 5)
+
+
+async def test_a_failing_writer_lock_is_unavailable(
+    open_shared: OpenShared, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = await open_shared()
+
+    def refuse(*, blocking: bool = True) -> bool:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(log._writer._lock, "acquire", refuse)
+    results = await asyncio.gather(
+        *(log.append("a", [ev(str(i))]) for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, StorageUnavailable) for r in results), results
+    with pytest.raises(StorageUnavailable):
+        await log.mark_alive(datetime.now(UTC))
+    monkeypatch.undo()
+    assert await log.append("a", [ev("after")]) == 1
