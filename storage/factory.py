@@ -29,8 +29,8 @@ async def open_storage(url: str) -> Storage:
     """Open the storage named by `url`; raises InvalidStorageURL or StorageUnavailable.
 
     sqlite:///relative/path.db, sqlite:////absolute/path.db, postgresql://user@host/db,
-    memory:// (tests only). Only PostgreSQL is shared by several processes; the others are
-    led by their one process.
+    memory:// (tests only). SQLite and PostgreSQL may be shared by several processes, which
+    elect their leader through the returned leadership; memory is led by its one process.
     """
     scheme = urlsplit(url).scheme
     if scheme == "memory":
@@ -38,13 +38,15 @@ async def open_storage(url: str) -> Storage:
 
         return Storage(MemoryEventLog(), SoleLeader())
     if scheme == "sqlite":
+        from storage.file_leadership import FileLockLeadership, leader_lock_path
         from storage.sqlite import SqliteEventLog
 
         path = url[len("sqlite://") :]
         if not path.startswith("/") or path == "/":
             raise InvalidStorageURL(f"sqlite URL needs a path: {url!r}")
         # sqlite:///rel.db -> "rel.db", sqlite:////abs.db -> "/abs.db"
-        return Storage(await SqliteEventLog.open(path[1:]), SoleLeader())
+        log = await SqliteEventLog.open(path[1:])
+        return Storage(log, FileLockLeadership(leader_lock_path(path[1:])))
     if scheme in ("postgresql", "postgres"):
         from storage.postgres import PostgresEventLog
         from storage.postgres_leadership import AdvisoryLockLeadership

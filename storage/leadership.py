@@ -4,9 +4,9 @@ Of the processes sharing one storage, exactly one at a time runs the leader-only
 snapshots, compaction).
 
 Each backend brings the scheme that fits how it is shared: a process that is the storage's only
-user leads alone (`SoleLeader`); replicas sharing a PostgreSQL database contend for an advisory
-lock (storage/postgres_leadership.py). A scheme for several processes on one SQLite file would
-hold a lock on a file beside the database through the same three calls.
+user leads alone (`SoleLeader`, for memory); processes sharing a SQLite file contend for a lock
+on a file beside it (storage/file_leadership.py); replicas sharing a PostgreSQL database contend
+for an advisory lock (storage/postgres_leadership.py).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Leadership(Protocol):
 
 
 class SoleLeader:
-    """The storage has this process as its only user (memory, SQLite): acquiring always wins."""
+    """The storage has this process as its only user (memory): acquiring always wins."""
 
     def __init__(self) -> None:
         self._held = False

@@ -5,7 +5,12 @@ connection: it drains whatever appends are queued, commits them in one transacti
 and only then resolves their futures. Reads use a second connection, so WAL lets them run while
 the writer commits.
 
-One process per database file: revisions are assigned from the writer's in-memory head.
+Several processes may share one database file, each with its own log: SQLite's write lock (and
+a file lock beside the database, taken first) serializes their transactions, and each takes
+its revisions from the database inside its transaction, so revisions stay gap-free in commit
+order. What another process commits is learned by reading the database: head() and horizon()
+read it, wait_for() learns the heads other logs commit from their change signals
+(storage/sqlite_signal.py) and, in case one is lost, re-reads the head every second.
 """
 
 from __future__ import annotations
@@ -26,8 +31,11 @@ import aiosqlite
 from membership.codec import micros_to_time, time_to_micros
 from storage.base import NewEvent, Snapshot, StoredEvent
 from storage.errors import StorageError, StorageUnavailable
+from storage.file_lock import FileLock
 from storage.sqlite_schema import (
     COLUMNS,
+    HEAD,
+    HORIZON,
     LAST_ALIVE,
     MARK_ALIVE,
     RAISE_HORIZON,
@@ -35,10 +43,15 @@ from storage.sqlite_schema import (
     SCHEMA,
     driver_errors,
 )
+from storage.sqlite_signal import ChangeSignal
 from storage.sqlite_writer import SqliteWriter, connection_thread
 from storage.waiters import HeadWatch
 
 _RECENT = 4096
+# How often wait_for() re-reads the head for commits of other processes: rarely while the
+# change signal works, often when it could not be set up.
+_POLL_SIGNALLED = 1.0
+_POLL_UNSIGNALLED = 0.05
 
 
 def _open_writer(path: str) -> sqlite3.Connection:
@@ -56,10 +69,13 @@ def _open_writer(path: str) -> sqlite3.Connection:
 
 def _state(conn: sqlite3.Connection) -> list[Any]:
     return conn.execute(
-        "SELECT (SELECT journal_mode FROM pragma_journal_mode),"
-        " (SELECT MAX(revision) FROM events),"
-        " (SELECT value FROM meta WHERE key = 'horizon')"
+        f"SELECT (SELECT journal_mode FROM pragma_journal_mode), ({HEAD})"
     ).fetchall()
+
+
+def writer_lock_path(path: str) -> str:
+    """The lock file every writer of the database at `path` takes around its transactions."""
+    return f"{path}-writer.lock"
 
 
 class SqliteEventLog:
@@ -67,18 +83,22 @@ class SqliteEventLog:
         self,
         writer: sqlite3.Connection,
         thread: ThreadPoolExecutor,
+        lock: FileLock,
         reader: aiosqlite.Connection,
         head: int,
-        horizon: int,
     ) -> None:
         self._reader = reader
+        # Only ever advances: to this log's own commits and to heads read from the database.
         self._watch = HeadWatch(head)
-        self._horizon = horizon
-        # The newest events this process committed. A tailing reader (the service's own
+        # The newest events this log committed. A tailing reader (the service's own
         # projection) asks for exactly these next, so they are served without a database round
-        # trip; revisions in it are dense because this process is the only writer.
+        # trip. It only ever holds one run of consecutive revisions (_committed starts over when
+        # another process committed in between), and a revision names one event forever, so a
+        # slice of it is exactly what the database holds.
         self._recent: deque[StoredEvent] = deque(maxlen=_RECENT)
-        self._writer = SqliteWriter(writer, thread, self._watch, self._remember)
+        self._writer = SqliteWriter(writer, thread, lock, self._watch, self._committed)
+        self._signal: ChangeSignal | None = None
+        self._refreshed = 0.0  # when wait_for last read the head from the database
         self._closed = False
         self._closing: asyncio.Task[None] | None = None
 
@@ -96,11 +116,15 @@ class SqliteEventLog:
         try:
             with driver_errors():
                 writer = await loop.run_in_executor(thread, _open_writer, path)
-                ((mode, top, horizon),) = await loop.run_in_executor(thread, _state, writer)
+                ((mode, head),) = await loop.run_in_executor(thread, _state, writer)
                 if mode != "wal":
                     raise StorageError(f"{path!r} does not support WAL (journal_mode={mode})")
                 reader = await aiosqlite.connect(path, isolation_level=None)
                 await reader.executescript("PRAGMA query_only=ON; PRAGMA busy_timeout=5000;")
+            try:
+                lock = FileLock(writer_lock_path(path))
+            except OSError as exc:
+                raise StorageUnavailable(f"cannot open the lock file of {path!r}: {exc}") from exc
         except BaseException:
             if reader is not None:
                 with suppress(sqlite3.Error, ValueError):
@@ -110,19 +134,23 @@ class SqliteEventLog:
                     await loop.run_in_executor(thread, writer.close)
             thread.shutdown(wait=False)
             raise
-        # After compacting every event MAX(revision) forgets how far the log went; the horizon
-        # remembers, so revisions are never reused.
-        return cls(writer, thread, reader, max(top or 0, horizon or 0), horizon or 0)
+        log = cls(writer, thread, lock, reader, head)
+        # Without it (a read-only directory, say) other processes' commits are found by polling.
+        with suppress(OSError):
+            log._signal = ChangeSignal.open(path, log._on_signal)
+        return log
 
     def _check_open(self) -> None:
         if self._closed:
             raise StorageUnavailable("event log is closed")
 
-    def _remember(self, events: list[StoredEvent]) -> None:
+    def _committed(self, events: list[StoredEvent]) -> None:
         recent = self._recent
         if events and recent and recent[-1].revision + 1 != events[0].revision:
             recent.clear()
         recent.extend(events)
+        if events and self._signal is not None:
+            self._signal.notify(events[-1].revision)
 
     async def append(
         self, stream: str, events: Sequence[NewEvent], *, base_revision: int | None = None
@@ -130,7 +158,7 @@ class SqliteEventLog:
         """See EventLog.append. Cancelling a call after its batch has begun does not undo it."""
         self._check_open()
         if not events and base_revision is None:
-            return self._watch.head
+            return await self.head()
         return await self._writer.append(stream, events, base_revision)
 
     async def read(self, after: int, limit: int, *, stream: str | None = None) -> list[StoredEvent]:
@@ -150,16 +178,43 @@ class SqliteEventLog:
                 rows = await self._reader.execute_fetchall(sql, (stream, after, limit))
         return [StoredEvent(r[0], r[1], r[2], r[3], micros_to_time(r[4])) for r in rows]
 
-    async def head(self) -> int:
+    async def _fetch_int(self, sql: str) -> int:
         self._check_open()
+        with driver_errors():
+            ((value,),) = await self._reader.execute_fetchall(sql)
+        return int(value)
+
+    async def head(self) -> int:
+        # From the database: other processes commit too.
+        self._watch.advance(await self._fetch_int(HEAD))
         return self._watch.head
 
     async def horizon(self) -> int:
-        self._check_open()
-        return self._horizon
+        # From the database: another process may have compacted.
+        return await self._fetch_int(HORIZON)
 
     async def wait_for(self, after: int, timeout: float | None = None) -> bool:
-        return await self._watch.wait_for(after, timeout)
+        # This log's own commits wake its waiters at once; other processes' through the change
+        # signal, and polling in case a signal was lost.
+        poll = _POLL_UNSIGNALLED if self._signal is None else _POLL_SIGNALLED
+        return await self._watch.wait_for(after, timeout, refresh=self._refresh, poll_interval=poll)
+
+    def _on_signal(self, head: int, overflowed: bool) -> None:
+        if overflowed:
+            self._refreshed = 0.0  # a newer head may have been dropped: read it at once
+            self._watch.wake()
+        self._watch.advance(head)
+
+    async def _refresh(self) -> int:
+        # The service's tail waits after every batch it folds: reading the head from the
+        # database each time would add a round trip per commit for nothing while the signals
+        # bring the heads. Read it once the poll interval has (about) passed, since a signal
+        # can be lost, and on the first wait (a commit may have come before the socket was).
+        now = asyncio.get_running_loop().time()
+        if self._signal is not None and now - self._refreshed < _POLL_SIGNALLED / 2:
+            return self._watch.head
+        self._refreshed = now
+        return await self.head()
 
     async def save_snapshot(self, revision: int, blob: bytes) -> None:
         self._check_open()
@@ -178,7 +233,7 @@ class SqliteEventLog:
         self._check_open()
         cutoff = time_to_micros(recorded_before)
 
-        def run() -> tuple[int, int]:
+        def run() -> int:
             w = self._writer
             w.execute("BEGIN IMMEDIATE")
             # The snapshot bound is read inside this transaction, so no snapshot can move under
@@ -198,13 +253,11 @@ class SqliteEventLog:
                 w.execute("DELETE FROM events WHERE revision < ?", (bound,))
                 w.execute(RAISE_HORIZON, (top,))
             w.execute("COMMIT")
-            return int(count), int(top or 0)
+            return int(count)
 
-        count, top = await self._writer.run(run)
+        count = await self._writer.run(run)
         if count:
-            # On the event loop, where readers of these two live.
-            self._horizon = max(self._horizon, top)
-            self._recent.clear()
+            self._recent.clear()  # on the event loop, where its readers live
         return count
 
     async def mark_alive(self, at: datetime) -> None:
@@ -222,6 +275,8 @@ class SqliteEventLog:
         if self._closing is None:
             self._closed = True
             self._watch.close()
+            if self._signal is not None:
+                self._signal.close()
             self._closing = asyncio.create_task(self._shutdown())
         # Shielded: a caller giving up on aclose must not leave the connections half closed.
         await asyncio.shield(self._closing)

@@ -26,6 +26,11 @@ CREATE TABLE IF NOT EXISTS snapshot (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+# The newest revision ever given: after compacting every event MAX(revision) forgets how far the
+# log went, and the horizon remembers, so revisions are never reused.
+HEAD = """SELECT max(COALESCE((SELECT MAX(revision) FROM events), 0),
+    COALESCE((SELECT value FROM meta WHERE key = 'horizon'), 0))"""
+HORIZON = "SELECT COALESCE((SELECT value FROM meta WHERE key = 'horizon'), 0)"
 COLUMNS = "SELECT revision, stream, type, data, recorded_at FROM events"
 INSERT = "INSERT INTO events VALUES (?, ?, ?, ?, ?)"
 # Rows per multi-row INSERT: 5 parameters each, well under SQLite's 32766 variables.
@@ -64,8 +69,9 @@ def stale_query(pairs: int) -> str:
 def translate(exc: Exception) -> StorageError:
     """The storage error for a driver error."""
     # OperationalError covers locked, busy, I/O and disk-full errors; aiosqlite raises
-    # ValueError once its connection is closed. Anything else is a bug or a corrupt file.
-    unavailable = isinstance(exc, sqlite3.OperationalError | ValueError)
+    # ValueError once its connection is closed; OSError comes from the writer's lock file (e.g.
+    # ENOLCK). Anything else is a bug or a corrupt file.
+    unavailable = isinstance(exc, sqlite3.OperationalError | ValueError | OSError)
     err = (StorageUnavailable if unavailable else StorageError)(f"sqlite: {exc}")
     err.__cause__ = exc
     return err

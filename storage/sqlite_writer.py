@@ -6,8 +6,9 @@ connection's thread and one back, while the next group fills: each hop between t
 and a thread is a wake-up that costs more than the statements on a busy machine.
 
 What goes into a group, what conflicts and which revisions are given is decided by
-storage/group_commit.py; revisions come from the in-memory head, since this task is the file's
-only writer.
+storage/group_commit.py. Several processes (or several logs in one process) may write the same
+file: each transaction holds a file lock beside the database, and takes its revision base from
+the database inside the transaction, never from this process's view of the head.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from typing import Any, Generic, TypeVar
 from membership.codec import micros_to_time, time_to_micros
 from storage.base import NewEvent, StoredEvent
 from storage.errors import StorageUnavailable
+from storage.file_lock import FileLock
 from storage.group_commit import Append, Plan, conflict_checks, plan_batch, take_batch
-from storage.sqlite_schema import INSERT_ROWS_MAX, insert_rows, stale_query, translate
+from storage.sqlite_schema import HEAD, INSERT_ROWS_MAX, insert_rows, stale_query, translate
 from storage.waiters import HeadWatch, fail, settle
 
 _T = TypeVar("_T")
@@ -52,18 +54,21 @@ def connection_thread() -> ThreadPoolExecutor:
 class SqliteWriter:
     """Serializes every write on `conn`; `committed` gets each group's events once durable.
 
-    `conn` was opened on `thread` and is used only there (sqlite3 checks that).
+    `conn` was opened on `thread` and is used only there (sqlite3 checks that). `lock` is the
+    file's writer lock, shared with every other writer of the file; this writer owns (closes) it.
     """
 
     def __init__(
         self,
         conn: sqlite3.Connection,
         thread: ThreadPoolExecutor,
+        lock: FileLock,
         watch: HeadWatch,
         committed: Callable[[list[StoredEvent]], None],
     ) -> None:
         self.conn = conn
         self._thread = thread
+        self._lock = lock
         self._watch = watch
         self._committed = committed
         self._pending: deque[Append[_Reply] | _Job[Any]] = deque()
@@ -105,6 +110,7 @@ class SqliteWriter:
             self._released = True
             with suppress(sqlite3.Error):
                 await self._on_thread(self.conn.close)
+            self._lock.close()
             self._thread.shutdown(wait=False)
 
     # Statements, for code running on the connection's thread (a seam for fault injection).
@@ -150,11 +156,14 @@ class SqliteWriter:
             settle(job.done, result)
 
     def _job_or_rollback(self, run: Callable[[], _T]) -> _T:
+        self._lock.acquire()
         try:
             return run()
         except Exception:
             self._rollback()
             raise
+        finally:
+            self._lock.release()
 
     async def _commit(self, batch: list[Append[_Reply]]) -> None:
         if not batch:
@@ -178,18 +187,26 @@ class SqliteWriter:
             settle(reply, outcome)
 
     def _batch_or_rollback(self, batch: list[Append[_Reply]]) -> tuple[Plan[_Reply], int]:
+        # Writers of the file queue on the lock rather than in SQLite's busy handler, which
+        # sleeps in steps (1, 2, 5, 10 .. 100 ms) and would often wake long after the lock was
+        # free; busy_timeout stays as the safety net for writers that skip the lock.
+        self._lock.acquire()
         try:
             return self._write_batch(batch)
         except Exception:
             self._rollback()
             raise
+        finally:
+            self._lock.release()
 
     def _write_batch(self, batch: list[Append[_Reply]]) -> tuple[Plan[_Reply], int]:
         """One transaction for the whole batch, on the connection's thread."""
         self.execute("BEGIN IMMEDIATE")
+        # Read under the write lock: another process may have committed (or compacted, which
+        # only the horizon then remembers) since this process last looked.
+        ((head,),) = self.fetchall(HEAD)
         stale = self._stale(conflict_checks(batch))
-        # The head only moves when a batch commits, and batches run one at a time.
-        plan = plan_batch(batch, self._watch.head, stale)
+        plan = plan_batch(batch, head, stale)
         recorded_at = time_to_micros(datetime.now(UTC))
         rows = plan.rows
         for start in range(0, len(rows), INSERT_ROWS_MAX):

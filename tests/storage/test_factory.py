@@ -9,6 +9,7 @@ import pytest
 
 from storage import SoleLeader, open_storage
 from storage.errors import InvalidStorageURL
+from storage.file_leadership import FileLockLeadership
 from storage.memory import MemoryEventLog
 from storage.postgres import PostgresEventLog
 from storage.postgres_leadership import AdvisoryLockLeadership
@@ -27,7 +28,7 @@ async def test_memory() -> None:
 async def test_sqlite_absolute_path(tmp_path: Path) -> None:
     storage = await open_storage(f"sqlite:///{tmp_path}/sub/events.db")
     assert isinstance(storage.log, SqliteEventLog)
-    assert isinstance(storage.leadership, SoleLeader)
+    assert isinstance(storage.leadership, FileLockLeadership)
     await storage.aclose()
     assert (tmp_path / "sub" / "events.db").exists()
 

@@ -7,6 +7,7 @@ from storage.base import EventLog
 from storage.memory import MemoryEventLog
 from tests.storage.contract import EventLogContract, Opener
 from tests.storage.contract_leadership import StorageContract, StorageOpener
+from tests.storage.contract_processes import ProcessContract
 
 
 class TestMemoryEventLog(EventLogContract):
@@ -29,3 +30,9 @@ class TestMemoryStorage(StorageContract):
             return await open_storage("memory://")
 
         return open_
+
+
+class TestMemoryProcesses(ProcessContract):
+    @pytest.fixture
+    def storage_url(self) -> str:
+        pytest.skip("a memory log lives in one process's memory: no other process can open it")

@@ -17,6 +17,7 @@ from storage.postgres import PostgresEventLog
 from storage.postgres_leadership import AdvisoryLockLeadership
 from tests.storage.contract import EventLogContract, Opener
 from tests.storage.contract_leadership import StorageContract, StorageOpener, eventually
+from tests.storage.contract_processes import ProcessContract
 from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.postgres
@@ -73,6 +74,12 @@ class TestPostgresStorage(StorageContract):
             return await open_storage(postgres_db)
 
         return open_
+
+
+class TestPostgresProcesses(ProcessContract):
+    @pytest.fixture
+    def storage_url(self, postgres_db: str) -> str:
+        return postgres_db
 
 
 def _events(*payloads: bytes) -> list[NewEvent]:

@@ -15,6 +15,7 @@ from storage.factory import Storage, open_storage
 from storage.sqlite import SqliteEventLog
 from tests.storage.contract import EventLogContract, Opener
 from tests.storage.contract_leadership import StorageContract, StorageOpener
+from tests.storage.contract_processes import ProcessContract
 
 
 class TestSqliteEventLog(EventLogContract):
@@ -29,8 +30,8 @@ class TestSqliteEventLog(EventLogContract):
 
 
 class TestSqliteStorage(StorageContract):
-    # One process per database file, for now: a file lock beside it would make this True.
-    shared = False
+    # Processes sharing the file contend for a lock beside it.
+    shared = True
 
     @pytest.fixture
     def open_storage(self, tmp_path: Path) -> StorageOpener:
@@ -38,6 +39,12 @@ class TestSqliteStorage(StorageContract):
             return await open_storage(f"sqlite:///{tmp_path}/data/events.db")
 
         return open_
+
+
+class TestSqliteProcesses(ProcessContract):
+    @pytest.fixture
+    def storage_url(self, tmp_path: Path) -> str:
+        return f"sqlite:///{tmp_path}/data/events.db"
 
 
 @pytest.fixture
