@@ -27,6 +27,8 @@ _MODULES = {
     "http": "bench.http_update",
     "grpc": "bench.grpc_update",
     "signed": "bench.signed_update",
+    "workers": "bench.workers",
+    "fanout": "bench.watch_fanout",
 }
 
 
@@ -67,8 +69,7 @@ def _benchmarks(quick: bool) -> dict[str, Callable[[], Coroutine[Any, Any, dict[
     }
     if importlib.util.find_spec("bench.grpc_update") is not None:
         marks["grpc"] = lazy("bench.grpc_update", **({"duration": 2.0} if quick else {}))
-    if importlib.util.find_spec("bench.replicas") is not None:
-        marks["replicas"] = lazy("bench.replicas", **({"duration": 2.0} if quick else {}))
+    marks["workers"] = lazy("bench.workers", **({"duration": 2.0, "rounds": 1} if quick else {}))
     can_mesh = os.geteuid() == 0 and all(shutil.which(t) for t in ("wg", "wireguard-go", "ip"))
     if can_mesh and importlib.util.find_spec("bench.mesh") is not None:
         marks["mesh"] = lazy("bench.mesh", nodes=5 if quick else 20)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.servers import cpu_seconds
+from bench.servers import tree_cpu_seconds
 
 _PACKAGES = {"wrk": "wrk", "h2load": "nghttp2-client"}
 
@@ -65,8 +65,8 @@ def _run_all(
     argvs: Sequence[Sequence[str]], server: int | None = None
 ) -> tuple[list[str], float, float, float]:
     """Run the commands side by side; (their outputs, CPU seconds of all, wall seconds, and
-    CPU seconds of the `server` process meanwhile)."""
-    server_before = cpu_seconds(server) if server else 0.0
+    CPU seconds of the `server` process and its children meanwhile)."""
+    server_before = tree_cpu_seconds(server) if server else 0.0
     started = time.monotonic()
     procs = [
         subprocess.Popen(list(a), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -83,7 +83,7 @@ def _run_all(
             raise RuntimeError(f"{argvs[0][0]} failed ({proc.returncode}): {out[-500:]}")
         outputs.append(out)
     wall = time.monotonic() - started
-    return outputs, cpu, wall, (cpu_seconds(server) - server_before) if server else 0.0
+    return outputs, cpu, wall, (tree_cpu_seconds(server) - server_before) if server else 0.0
 
 
 # -- wrk -----------------------------------------------------------------------------------

@@ -20,11 +20,18 @@ def free_port() -> int:
         return port
 
 
+# All load comes from one address here; the per-address quotas would refuse most of it.
+PER_ADDRESS_LIMITS_OFF = (
+    "--max-clusters-per-client", "0", "--max-affiliates-per-client", "0",
+    "--max-connections-per-client", "0", "--max-watches-per-client", "0",
+)  # fmt: skip
+
+
 def service_argv(storage: str, port: int, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "discovery", "--storage", storage,
         "--http-addr", f"127.0.0.1:{port}", "--grpc-addr", "", "--metrics-addr", "",
-        "--rate-limit", "0", "--log-level", "warning", *extra,
+        "--rate-limit", "0", "--log-level", "warning", *PER_ADDRESS_LIMITS_OFF, *extra,
     ]  # fmt: skip
 
 
@@ -83,3 +90,19 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and every live descendant (a supervisor and its workers)."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            total += cpu_seconds(current)
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    pending += [int(child) for child in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it exited meanwhile
+    return total

@@ -1,137 +1,144 @@
-"""Watch fan-out: thousands of SSE watchers over many clusters, a steady update rate.
+"""Watch fan-out: thousands of SSE or gRPC watchers over many clusters, a steady update rate.
 
-Reports the time from a PUT being acknowledged to each watcher receiving the event (p50/p99
-over every delivery), and the service's resident memory per idle watcher.
+Watchers run in several client processes (bench/fanout_clients.py), the writer in one more, so
+no client is the bottleneck; each process reports its CPU time. Reported: every delivery's
+time from the PUT being sent to the watcher having the event (p50/p99), delivered against
+expected, the service's resident memory per watcher, and how busy the clients were.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
+import multiprocessing
 import os
-import resource
 import statistics
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
-from bench.loadgen import put_request
-from bench.servers import free_port, rss_bytes, running, service_argv
+from bench.fanout_clients import cluster_of, watch_process, write_process
+from bench.servers import free_port, rss_bytes, running, service_argv, tree_cpu_seconds
+
+PROCESSES = 4
 
 
-def _raise_fd_limit() -> None:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+def _wait_connected(counter: Any, expected: int, timeout: float) -> float:
+    started = time.monotonic()
+    while counter.value < expected:
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"only {counter.value} of {expected} watchers got their snapshot")
+        time.sleep(0.1)
+    return time.monotonic() - started
 
 
-async def _watcher(
-    port: int, cluster: str, deliveries: list[tuple[int, float]], connected: asyncio.Event
-) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
-    writer.write(f"GET /v1/clusters/{cluster}/watch HTTP/1.1\r\nHost: b\r\n\r\n".encode())
-    await reader.readuntil(b"\r\n\r\n")
-    first = True
-    try:
-        while True:
-            line = await reader.readline()
-            if not line:
-                return
-            # Chunked framing lines and SSE fields arrive interleaved; only ids matter here.
-            if line.startswith(b"id: "):
-                if first:
-                    first = False
-                    connected.set()
-                    continue
-                deliveries.append((int(line[4:]), time.perf_counter()))
-    finally:
-        writer.close()
-
-
-async def _writer(
-    port: int, clusters: int, rate: float, duration: float, acks: dict[int, float]
-) -> int:
-    payload = base64.b64encode(os.urandom(512)).decode()
-    connections = 32
-    interval = connections / rate
-    sent = 0
-
-    async def one(slot: int) -> None:
-        nonlocal sent
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        next_at = time.perf_counter() + slot * interval / connections
-        end = time.perf_counter() + duration
-        n = slot
-        while next_at < end:
-            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-            next_at += interval
-            n += connections
-            body = json.dumps({"data": f"{n:08d}{payload}", "ttl": 1800}).encode()
-            sent_at = time.perf_counter()
-            writer.write(
-                put_request("b", f"/v1/clusters/c{n % clusters}/affiliates/a{n % 50}", body)
-            )
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-            reply = json.loads(await reader.readexactly(length))
-            # Measured from the send: a write is fanned out before its own ack returns.
-            acks[reply["revision"]] = sent_at
-            sent += 1
-        writer.close()
-
-    await asyncio.gather(*(one(i) for i in range(connections)))
-    return sent
-
-
-async def run(
-    watchers: int = 10_000, clusters: int = 1_000, rate: float = 500.0, duration: float = 20.0
+def measure(
+    protocol: str, watchers: int, clusters: int, rate: float, duration: float, workers: str
 ) -> dict[str, Any]:
-    _raise_fd_limit()
-    port = free_port()
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        running(service_argv(f"sqlite:///{tmp}/events.db", port), port, "/readyz") as proc,
-    ):
-        rss_before = rss_bytes(proc.pid)
-        deliveries: list[tuple[int, float]] = []
-        events = [asyncio.Event() for _ in range(watchers)]
-        started = time.perf_counter()
-        tasks = []
-        for i in range(watchers):
-            tasks.append(
-                asyncio.create_task(_watcher(port, f"c{i % clusters}", deliveries, events[i]))
+    http_port, grpc_port = free_port(), free_port()
+    ctx = multiprocessing.get_context("spawn")
+    names = [f"c{i % clusters}" for i in range(watchers)]
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = service_argv(
+            f"sqlite:///{tmp}/events.db", http_port,
+            "--grpc-addr", f"127.0.0.1:{grpc_port}",
+            *(("--workers", workers) if workers != "1" else ()),
+        )  # fmt: skip
+        with running(argv, http_port, "/readyz") as proc:
+            rss_before = rss_bytes(proc.pid)
+            connected = ctx.Value("i", 0)
+            stop = ctx.Event()
+            port = http_port if protocol == "sse" else grpc_port
+            outs = [os.path.join(tmp, f"watch{i}.json") for i in range(PROCESSES)]
+            procs = [
+                ctx.Process(
+                    target=watch_process,
+                    args=(protocol, port, names[i::PROCESSES], connected, stop, outs[i]),
+                )
+                for i in range(PROCESSES)
+            ]
+            for p in procs:
+                p.start()
+            connect_seconds = _wait_connected(connected, watchers, 300)
+            time.sleep(2)
+            rss_idle = rss_bytes(proc.pid)
+            cpu_before = tree_cpu_seconds(proc.pid)
+            writer_out = os.path.join(tmp, "writer.json")
+            writer = ctx.Process(
+                target=write_process, args=(http_port, clusters, rate, duration, writer_out)
             )
-            if i % 200 == 199:
-                await asyncio.sleep(0.05)  # don't overrun the accept backlog
-        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), 300)
-        connect_seconds = time.perf_counter() - started
-        await asyncio.sleep(2)
-        rss_idle = rss_bytes(proc.pid)
-        acks: dict[int, float] = {}
-        sent = await _writer(port, clusters, rate, duration, acks)
-        await asyncio.sleep(2)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            writer.start()
+            writer.join()
+            time.sleep(2)
+            server_cpu = tree_cpu_seconds(proc.pid) - cpu_before
+            stop.set()
+            for p in procs:
+                p.join(60)
+        reports = [json.loads(Path(o).read_text()) for o in outs]
+        written = json.loads(Path(writer_out).read_text())
 
-    latencies = sorted(at - acks[rev] for rev, at in deliveries if rev in acks)
-    expected = sent * watchers / clusters
+    sent = {int(n): at for n, at in written["sent"].items()}
+    per_cluster: dict[str, int] = {}
+    for name in names:
+        per_cluster[name] = per_cluster.get(name, 0) + 1
+    expected = sum(per_cluster.get(cluster_of(n, clusters), 0) for n in sent)
+    latencies = sorted(at - sent[n] for r in reports for n, at in r["deliveries"] if n in sent)
+    window = duration + 2
+    client_cpu = sum(r["cpu_seconds"] for r in reports)
     return {
+        "protocol": protocol,
+        "workers": workers,
         "watchers": watchers,
         "clusters": clusters,
         "target_rate": rate,
-        "updates_sent": sent,
-        "achieved_rate": round(sent / duration, 1),
+        "updates_acknowledged": len(sent),
         "deliveries": len(latencies),
-        "deliveries_expected": int(expected),
+        "deliveries_expected": expected,
         "fanout_p50_ms": round(statistics.median(latencies) * 1000, 2) if latencies else None,
-        "fanout_p99_ms": round(latencies[int(0.99 * len(latencies))] * 1000, 2)
-        if latencies
-        else None,
+        "fanout_p99_ms": (
+            round(latencies[int(0.99 * len(latencies))] * 1000, 2) if latencies else None
+        ),
         "connect_seconds": round(connect_seconds, 1),
         "rss_idle_mb": round(rss_idle / 2**20, 1),
         "rss_per_watcher_kb": round((rss_idle - rss_before) / watchers / 1024, 1),
+        "server_cpu_pct": round(server_cpu / window * 100, 1),
+        # Whole-life CPU of the watcher processes (connecting included) over the load window.
+        "watch_clients_cpu_pct_of_one_core": round(client_cpu / PROCESSES / window * 100, 1),
+        "writer_cpu_seconds": round(written["cpu_seconds"], 1),
     }
+
+
+async def run(
+    watchers: int = 10_000,
+    clusters: int = 1_000,
+    rate: float = 500.0,
+    duration: float = 20.0,
+    workers: str = "1",
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+    for protocol in ("sse", "grpc"):
+        out[protocol] = await asyncio.to_thread(
+            measure, protocol, watchers, clusters, rate, duration, workers
+        )
+    out["settings"] = {"client_processes": PROCESSES, "writer": "Python, 32 connections, paced"}
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    rows = [
+        f"{'proto':<6}{'watchers':>9}{'acked':>7}{'delivered':>11}{'expected':>10}{'p50 ms':>9}"
+        f"{'p99 ms':>9}{'KiB/watcher':>12}{'srv cpu%':>9}{'client cpu%':>12}"
+    ]
+    for protocol in ("sse", "grpc"):
+        r = result[protocol]
+        rows.append(
+            f"{protocol:<6}{r['watchers']:>9}{r['updates_acknowledged']:>7}{r['deliveries']:>11}"
+            f"{r['deliveries_expected']:>10}{r['fanout_p50_ms'] or 0:>9.1f}"
+            f"{r['fanout_p99_ms'] or 0:>9.1f}{r['rss_per_watcher_kb']:>12.1f}"
+            f"{r['server_cpu_pct']:>9.0f}{r['watch_clients_cpu_pct_of_one_core']:>12.0f}"
+        )
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import uvloop
 from pydantic import ValidationError
 
 from discovery.handoff import ERROR, READY, Handoff
@@ -77,10 +78,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         if handoff is None and settings.workers > 1:
             from discovery.supervisor import supervise
 
+            # The supervisor runs on the stdlib loop: it serves nothing, and its subprocess
+            # handling (pass_fds, the status pipes) is the standard library's.
             raise SystemExit(supervise(settings, args))
         if handoff is not None:
             _become_worker(handoff)
-        asyncio.run(serve(settings, handoff))
+        # uvloop: the event loop uvicorn itself would pick; the stdlib loop costs noticeably
+        # more per socket operation, and every request is several of those.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(settings, handoff))
     except StartupError as exc:
         if handoff is not None:
             # The supervisor prints it, once for all its workers.

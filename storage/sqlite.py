@@ -9,8 +9,8 @@ Several processes may share one database file, each with its own log: SQLite's w
 a file lock beside the database, taken first) serializes their transactions, and each takes
 its revisions from the database inside its transaction, so revisions stay gap-free in commit
 order. What another process commits is learned by reading the database: head() and horizon()
-read it, and wait_for() re-reads the head when another log's change signal arrives
-(storage/sqlite_signal.py) and, in case one is lost, every second.
+read it, wait_for() learns the heads other logs commit from their change signals
+(storage/sqlite_signal.py) and, in case one is lost, re-reads the head every second.
 """
 
 from __future__ import annotations
@@ -98,10 +98,7 @@ class SqliteEventLog:
         self._recent: deque[StoredEvent] = deque(maxlen=_RECENT)
         self._writer = SqliteWriter(writer, thread, lock, self._watch, self._committed)
         self._signal: ChangeSignal | None = None
-        # Whether another log may have committed since wait_for last read the head (true until
-        # the first read), and when that was.
-        self._signalled = True
-        self._refreshed = 0.0
+        self._refreshed = 0.0  # when wait_for last read the head from the database
         self._closed = False
         self._closing: asyncio.Task[None] | None = None
 
@@ -152,8 +149,8 @@ class SqliteEventLog:
         if events and recent and recent[-1].revision + 1 != events[0].revision:
             recent.clear()
         recent.extend(events)
-        if self._signal is not None:
-            self._signal.notify()
+        if events and self._signal is not None:
+            self._signal.notify(events[-1].revision)
 
     async def append(
         self, stream: str, events: Sequence[NewEvent], *, base_revision: int | None = None
@@ -202,19 +199,20 @@ class SqliteEventLog:
         poll = _POLL_UNSIGNALLED if self._signal is None else _POLL_SIGNALLED
         return await self._watch.wait_for(after, timeout, refresh=self._refresh, poll_interval=poll)
 
-    def _on_signal(self) -> None:
-        self._signalled = True
-        self._watch.wake()
+    def _on_signal(self, head: int, overflowed: bool) -> None:
+        if overflowed:
+            self._refreshed = 0.0  # a newer head may have been dropped: read it at once
+            self._watch.wake()
+        self._watch.advance(head)
 
     async def _refresh(self) -> int:
         # The service's tail waits after every batch it folds: reading the head from the
-        # database each time would add a round trip per commit for nothing. Read it when a
-        # signal came, or once the poll interval has (about) passed, since signals can be lost.
+        # database each time would add a round trip per commit for nothing while the signals
+        # bring the heads. Read it once the poll interval has (about) passed, since a signal
+        # can be lost, and on the first wait (a commit may have come before the socket was).
         now = asyncio.get_running_loop().time()
-        fresh = now - self._refreshed < _POLL_SIGNALLED / 2
-        if self._signal is not None and not self._signalled and fresh:
+        if self._signal is not None and now - self._refreshed < _POLL_SIGNALLED / 2:
             return self._watch.head
-        self._signalled = False
         self._refreshed = now
         return await self.head()
 

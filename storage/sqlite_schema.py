@@ -69,8 +69,9 @@ def stale_query(pairs: int) -> str:
 def translate(exc: Exception) -> StorageError:
     """The storage error for a driver error."""
     # OperationalError covers locked, busy, I/O and disk-full errors; aiosqlite raises
-    # ValueError once its connection is closed. Anything else is a bug or a corrupt file.
-    unavailable = isinstance(exc, sqlite3.OperationalError | ValueError)
+    # ValueError once its connection is closed; OSError comes from the writer's lock file (e.g.
+    # ENOLCK). Anything else is a bug or a corrupt file.
+    unavailable = isinstance(exc, sqlite3.OperationalError | ValueError | OSError)
     err = (StorageUnavailable if unavailable else StorageError)(f"sqlite: {exc}")
     err.__cause__ = exc
     return err

@@ -1,10 +1,12 @@
 """The change signal between the processes sharing one SQLite file: a datagram per commit.
 
 Each log binds a unix datagram socket in a directory beside the database
-(`<db>-notify/<pid>-<n>-<token>.sock`). After each commit it sends one byte to every other
-socket there; a log that receives one wakes its waiters, which re-read the head from the
-database. The datagram carries no data: it only says "look again", so a lost or coalesced one
-costs nothing but latency, and the backend's slower polling stays the fallback.
+(`<db>-notify/<pid>-<n>-<token>.sock`). After each commit it sends the committed head (8 bytes)
+to every other socket there, as PostgreSQL's NOTIFY carries it; a log that receives one
+advances its head and so wakes its waiters, with no database round trip. Commits are
+serialized and the datagram leaves only after its commit, so every revision up to that head is
+readable by then. A lost datagram costs only latency: the backend's slower polling stays the
+fallback.
 
 A socket whose owner died without removing it refuses datagrams (ECONNREFUSED); the first sender
 to notice removes it.
@@ -19,12 +21,17 @@ import itertools
 import os
 import secrets
 import socket
+import struct
 from collections.abc import Callable
 
 _SUFFIX = ".sock"
 # sockaddr_un.sun_path holds 108 bytes, the terminating NUL included.
 _MAX_ADDRESS = 107
 _numbers = itertools.count(1)
+_HEAD = struct.Struct("<Q")
+# Datagrams a unix socket queues before senders get EAGAIN (net.unix.max_dgram_qlen, 10 by
+# default): a burst this long may have lost the newest head.
+_QUEUE_SLOTS = 10
 
 
 def signal_dir(database: str) -> str:
@@ -40,13 +47,13 @@ class ChangeSignal:
         self._dir_fd = dir_fd
         self._sock = sock
         self._name = name
-        self._peers: list[str] = []
         self._closed = False
 
     @classmethod
-    def open(cls, database: str, on_signal: Callable[[], None]) -> ChangeSignal:
-        """Bind this log's socket and call `on_signal` on the running loop for each burst of
-        datagrams received. Raises OSError (the caller then relies on polling alone)."""
+    def open(cls, database: str, on_head: Callable[[int, bool], None]) -> ChangeSignal:
+        """Bind this log's socket; for each burst of datagrams, call `on_head` on the running
+        loop with the newest head received and whether a newer one may have been dropped (the
+        queue was full). Raises OSError (the caller then relies on polling alone)."""
         directory = signal_dir(database)
         os.makedirs(directory, exist_ok=True)
         dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -57,24 +64,29 @@ class ChangeSignal:
             name = f"{os.getpid()}-{next(_numbers)}-{secrets.token_hex(4)}{_SUFFIX}"
             sock.bind(_address(directory, dir_fd, name))
             signal = cls(directory, dir_fd, sock, name)
-            asyncio.get_running_loop().add_reader(sock.fileno(), signal._drain, on_signal)
+            asyncio.get_running_loop().add_reader(sock.fileno(), signal._drain, on_head)
         except BaseException:
             sock.close()
             os.close(dir_fd)
             raise
         return signal
 
-    def _drain(self, on_signal: Callable[[], None]) -> None:
-        # However many datagrams queued up, one wake-up answers them all.
+    def _drain(self, on_head: Callable[[int, bool], None]) -> None:
+        # However many datagrams queued up, one call answers them all.
+        head = received = 0
         with contextlib.suppress(OSError):
-            while self._sock.recv(16):
-                pass
-        on_signal()
+            while True:
+                data = self._sock.recv(64)
+                received += 1
+                if len(data) == _HEAD.size:  # anything else is not ours: ignored
+                    head = max(head, _HEAD.unpack(data)[0])
+        on_head(head, received >= _QUEUE_SLOTS)
 
-    def notify(self) -> None:
-        """Send one byte to every other log's socket; never raises, never blocks."""
+    def notify(self, head: int) -> None:
+        """Send `head` to every other log's socket; never raises, never blocks."""
         if self._closed:
             return
+        payload = _HEAD.pack(head)
         try:
             # Listed on every call: a log opened since the last commit must hear the next one.
             names = [n for n in os.listdir(self._dir_fd) if n.endswith(_SUFFIX)]
@@ -82,18 +94,18 @@ class ChangeSignal:
             return
         for name in names:
             if name != self._name:
-                self._send(name)
+                self._send(name, payload)
 
-    def _send(self, name: str) -> None:
+    def _send(self, name: str, payload: bytes) -> None:
         try:
-            self._sock.sendto(b"!", _address(self._dir, self._dir_fd, name))
+            self._sock.sendto(payload, _address(self._dir, self._dir_fd, name))
         except OSError as exc:
             if exc.errno == errno.ECONNREFUSED:
                 # Nobody is bound there any more: its owner died without cleaning up.
                 with contextlib.suppress(OSError):
                     os.unlink(name, dir_fd=self._dir_fd)
-            # EAGAIN (its queue is full, so a wake-up is pending anyway), ENOENT (just closed)
-            # and the like need nothing.
+            # EAGAIN: its queue is full, and it will know to read the head itself when it
+            # drains it. ENOENT (just closed) and the like need nothing.
 
     def close(self) -> None:
         """Stop listening and remove this log's socket. Idempotent."""

@@ -1,14 +1,14 @@
-"""The one ASGI layer for our own concerns, and the hot write routes served inside it.
+"""The one ASGI layer for our own concerns, and the hot routes served inside it.
 
 Every request passes here once: IDs are routed on the raw path (cluster ids are base64 and may
 hold '/', percent-encoded), bodies are capped, and requests are counted by route and status.
 `PUT` and `DELETE /v1/clusters/{c}/affiliates/{a}` carry almost all of the traffic (every node
 refreshes its record), so their common case is answered right here, without FastAPI's
 dependency solving, pydantic and the framework's middleware stack, which together cost several
-times the rest of a durable write. The FastAPI routes in routes_clusters.py stay the documented
-schema and serve everything else: a body this fast path does not accept whole (bad JSON, a
-failed check, another content type) is replayed to them unchanged, so errors, their status
-codes and messages come from one place.
+times the rest of a durable write; so is the watch stream every node holds open (http/sse.py).
+The FastAPI routes stay the documented schema and serve everything else: a body this fast path
+does not accept whole (bad JSON, a failed check, another content type) is replayed to them
+unchanged, so errors, their status codes and messages come from one place.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from discovery.core.clientip import IPAddress
 from discovery.core.errors import ServiceError
 from discovery.core.metrics import Metrics
 from discovery.core.service import DiscoveryService
+from discovery.http import sse
 from discovery.http.deps import path_id
 from discovery.http.errors import service_error_parts
 from discovery.settings import Settings
@@ -79,6 +80,11 @@ class Front:
             parts = path[len(_CLUSTERS) :].split("/")
             if len(parts) == 3 and parts[1] == _AFFILIATES and parts[0] and parts[2]:
                 segments = parts
+            elif len(parts) == 2 and parts[1] == "watch" and parts[0] and scope["method"] == "GET":
+                taken, since = sse.since_of(scope.get("query_string", b""))
+                if taken:
+                    await self._watch(scope, receive, send, parts[0], since)
+                    return
         method = scope["method"]
         if segments is not None and _signed(scope):
             # Signed writes are checked by the documented routes (http/signatures.py).
@@ -160,6 +166,21 @@ class Front:
             self._count("delete_affiliate", 500)
             raise
         await self._revision(send, "delete_affiliate", revision)
+
+    async def _watch(
+        self, scope: Scope, receive: Receive, send: Send, cluster: str, since: int | None
+    ) -> None:
+        try:
+            client_ip = await self._admit(scope)
+            last_id = sse.last_event_id(scope["headers"])
+            stream, first = await sse.open_watch(self._core, cluster, since, last_id, client_ip)
+        except ServiceError as exc:
+            await self._error(send, "watch", exc)
+            return
+        try:
+            await sse.stream_watch(stream, first, receive, send)
+        finally:
+            self._count("watch", 200)
 
     async def _admit(self, scope: Scope) -> IPAddress | None:
         client = scope.get("client")

@@ -51,7 +51,7 @@ def _render_change(change: Change) -> bytes:
     return _frame(change.revision, "update", AffiliateOut.of(change.affiliate).model_dump())
 
 
-def _resume_point(since: int | None, last_event_id: str | None) -> int | None:
+def resume_point(since: int | None, last_event_id: str | None) -> int | None:
     if since is not None:
         return since
     if last_event_id is None or last_event_id == "":
@@ -73,7 +73,7 @@ async def watch(
     """`snapshot`, then `update` / `delete` events; `id:` is the revision to resume from."""
     stream = core.watch(
         path_id(cluster, "cluster ID"),
-        since=_resume_point(since, last_event_id),
+        since=resume_point(since, last_event_id),
         idle=HEARTBEAT_SECONDS,
         client_ip=client_ip_of(request),
     )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -229,7 +231,7 @@ async def test_a_lost_signal_is_made_up_by_polling(
     a, b = await open_shared(), await open_shared()
     assert b._signal is not None
     await a.wait_for(0, timeout=0)  # the first wait reads the head; later ones wait for signals
-    monkeypatch.setattr(b._signal, "notify", lambda: None)
+    monkeypatch.setattr(b._signal, "notify", lambda head: None)
     assert 0.4 < await wake_time(a, b) < 5
 
 
@@ -237,3 +239,45 @@ async def test_an_unusable_writer_lock_fails_the_open(db_path: str) -> None:
     os.makedirs(writer_lock_path(db_path))  # a directory where the lock file belongs
     with pytest.raises(StorageUnavailable, match="lock file"):
         await SqliteEventLog.open(db_path)
+
+
+async def test_a_full_signal_queue_makes_the_waiter_read_the_head(
+    open_shared: OpenShared, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "_POLL_SIGNALLED", 60.0)
+    a, b = await open_shared(), await open_shared()
+    assert a._signal is not None and b._signal is not None
+    await a.wait_for(0, timeout=0)  # the first wait reads the head; later ones wait for signals
+    monkeypatch.setattr(b._signal, "notify", lambda head: None)  # b's datagram was dropped...
+
+    async def overflow() -> None:  # ... because a's queue was full of older heads
+        await asyncio.sleep(0.1)
+        assert a._signal is not None
+        monkeypatch.chdir(a._signal._dir)  # a relative address: tmp_path can be too deep
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            for _ in range(10):
+                sock.sendto(struct.pack("<Q", 0), a._signal._name)
+
+    waiter = asyncio.create_task(a.wait_for(0, timeout=30))
+    await b.append("b", [ev("1")])
+    await overflow()
+    assert await asyncio.wait_for(waiter, 5)
+
+
+async def test_a_failing_writer_lock_is_unavailable(
+    open_shared: OpenShared, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = await open_shared()
+
+    def refuse(*, blocking: bool = True) -> bool:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(log._writer._lock, "acquire", refuse)
+    results = await asyncio.gather(
+        *(log.append("a", [ev(str(i))]) for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, StorageUnavailable) for r in results), results
+    with pytest.raises(StorageUnavailable):
+        await log.mark_alive(datetime.now(UTC))
+    monkeypatch.undo()
+    assert await log.append("a", [ev("after")]) == 1
