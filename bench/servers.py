@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -92,17 +93,52 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU time of a process and every live descendant (a supervisor and its workers)."""
-    total = 0.0
-    pending = [pid]
+def family(pid: int) -> list[int]:
+    """A process and its live descendants (a supervisor and its workers)."""
+    found, pending = [], [pid]
     while pending:
         current = pending.pop()
         try:
-            total += cpu_seconds(current)
             for task in os.listdir(f"/proc/{current}/task"):
                 with open(f"/proc/{current}/task/{task}/children") as f:
                     pending += [int(child) for child in f.read().split()]
-        except (FileNotFoundError, ProcessLookupError):
+        except FileNotFoundError:
             continue  # it exited meanwhile
+        found.append(current)
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and every live descendant."""
+    total = 0.0
+    for member in family(pid):
+        with contextlib.suppress(FileNotFoundError):
+            total += cpu_seconds(member)
     return total
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of a process and every live descendant."""
+    total = 0
+    for member in family(pid):
+        with contextlib.suppress(FileNotFoundError):
+            total += rss_bytes(member)
+    return total
+
+
+def wait_workers(port: int, count: int, timeout: float = 60.0) -> None:
+    """Wait until `count` worker processes answer (each names itself in a response header):
+    measuring from the first ready worker would measure one worker for the first seconds."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only workers {sorted(seen)} of {count} answered")
+        try:
+            # A fresh connection each time: the kernel hands it to any waiting worker.
+            r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+            if r.status_code == 200 and "x-discovery-worker" in r.headers:
+                seen.add(r.headers["x-discovery-worker"])
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.01)

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.fanout_clients import cluster_of, watch_process, write_process
-from bench.servers import free_port, rss_bytes, running, service_argv, tree_cpu_seconds
+from bench.servers import (
+    free_port,
+    running,
+    service_argv,
+    tree_cpu_seconds,
+    tree_rss_bytes,
+    wait_workers,
+)
 
 PROCESSES = 4
 
@@ -46,7 +53,10 @@ def measure(
             *(("--workers", workers) if workers != "1" else ()),
         )  # fmt: skip
         with running(argv, http_port, "/readyz") as proc:
-            rss_before = rss_bytes(proc.pid)
+            count = len(os.sched_getaffinity(0)) if workers == "auto" else int(workers)
+            if count > 1:
+                wait_workers(http_port, count)
+            rss_before = tree_rss_bytes(proc.pid)
             connected = ctx.Value("i", 0)
             stop = ctx.Event()
             port = http_port if protocol == "sse" else grpc_port
@@ -62,7 +72,7 @@ def measure(
                 p.start()
             connect_seconds = _wait_connected(connected, watchers, 300)
             time.sleep(2)
-            rss_idle = rss_bytes(proc.pid)
+            rss_idle = tree_rss_bytes(proc.pid)
             cpu_before = tree_cpu_seconds(proc.pid)
             writer_out = os.path.join(tmp, "writer.json")
             writer = ctx.Process(

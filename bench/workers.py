@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.external import Sample
 from bench.http_update import CONNECTIONS, body_parts, measure, median_of
-from bench.servers import free_port, running, service_argv
+from bench.servers import free_port, running, service_argv, wait_workers
 from tests.support.postgres import PostgresServer
 
 WORKERS = ("1", "2", "auto")
@@ -49,6 +49,9 @@ async def run(duration: float = 5.0, rounds: int = 2) -> dict[str, Any]:
                         port = free_port()
                         argv = service_argv(url, port, "--workers", workers)
                         with running(argv, port, "/readyz") as proc:
+                            count = _cores() if workers == "auto" else int(workers)
+                            if count > 1:
+                                wait_workers(port, count)
                             measured = measure(port, proc.pid, payload, endpoints, duration)
                         for c, sample in measured.items():
                             samples.setdefault((name, workers, c), []).append(sample)
