@@ -41,7 +41,9 @@ from storage.errors import Conflict, Rejected, StorageError
 log = logging.getLogger("discovery")
 
 _READ_BATCH = 2000
-_CONFLICT_RETRIES = 8
+# Workers writing one cluster race between deciding and committing: at 4,000 writes/s over 100
+# clusters, 1 write in 1,500 lost 8 races in a row (then a 503); each retry catches up first.
+_CONFLICT_RETRIES = 32
 _APPLY_TIMEOUT = 30.0
 # Bounds a TTL before it becomes a timedelta (which overflows near 2.7e12 s); anything this
 # large fails validation as "ttl is too large" anyway.
