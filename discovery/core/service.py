@@ -1,9 +1,7 @@
-"""The application core shared by the HTTP and gRPC front ends.
-
-Data flow of a write: admit -> validate -> decide events against the projection -> append to
-the log (durable) -> the tail folds them into the projection -> the hub fans them out -> the
-call returns the revision. Events appended by other replicas take the same tail path.
-"""
+"""The application core shared by the HTTP and gRPC front ends. A write: admit -> validate ->
+decide events against the projection -> append to the log (durable) -> the tail folds them into
+the projection -> the hub fans them out -> the call returns the revision. Events appended by
+other workers or replicas take the same tail path."""
 
 from __future__ import annotations
 
