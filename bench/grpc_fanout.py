@@ -149,26 +149,34 @@ async def run(
                 )
                 for i in range(processes)
             ]
-            for client in clients:
-                if (line := _read_line(client.stdout)) != "ready":
-                    raise RuntimeError(f"a watch client failed: {line!r}")
-            connect_seconds = time.monotonic() - started
-            await asyncio.sleep(2)
-            rss_idle = rss_bytes(proc.pid)
-            sent: dict[int, float] = {}
-            cpu_before, wall_before = cpu_seconds(proc.pid), time.monotonic()
-            await _writer(grpc_port, clusters, rate, duration, sent)
-            await asyncio.sleep(2)
-            service_cpu = (cpu_seconds(proc.pid) - cpu_before) / (time.monotonic() - wall_before)
-            reports, client_cpu = [], 0.0
-            for client in clients:
-                assert client.stdin is not None
-                client.stdin.close()
-                reports.append(json.loads(_read_line(client.stdout)))
-                _, _, usage = os.wait4(client.pid, 0)
-                client_cpu += usage.ru_utime + usage.ru_stime
-                client.returncode = 0
-            client_wall = time.monotonic() - started
+            try:
+                for client in clients:
+                    if (line := _read_line(client.stdout)) != "ready":
+                        raise RuntimeError(f"a watch client failed: {line!r}")
+                connect_seconds = time.monotonic() - started
+                await asyncio.sleep(2)
+                rss_idle = rss_bytes(proc.pid)
+                sent: dict[int, float] = {}
+                cpu_before, wall_before = cpu_seconds(proc.pid), time.monotonic()
+                await _writer(grpc_port, clusters, rate, duration, sent)
+                await asyncio.sleep(2)
+                busy = cpu_seconds(proc.pid) - cpu_before
+                service_cpu = busy / (time.monotonic() - wall_before)
+                reports, client_cpu = [], 0.0
+                for client in clients:
+                    assert client.stdin is not None
+                    client.stdin.close()
+                    reports.append(json.loads(_read_line(client.stdout)))
+                    _, _, usage = os.wait4(client.pid, 0)
+                    client_cpu += usage.ru_utime + usage.ru_stime
+                    client.returncode = 0  # reaped by wait4, which also gave its CPU time
+                client_wall = time.monotonic() - started
+            except BaseException:
+                for client in clients:
+                    if client.returncode is None:
+                        client.kill()
+                        client.wait()
+                raise
 
     latencies: list[float] = sorted(
         at - sent[n] for r in reports for n, at in r["deliveries"] if n in sent
