@@ -41,6 +41,11 @@ _frames: weakref.WeakKeyDictionary[Change, bytes] = weakref.WeakKeyDictionary()
 MAX_REQUEST_BYTES = 64 * 1024
 # Largest first Watch message; the rest of a larger snapshot follows as updates.
 SNAPSHOT_MESSAGE_BYTES = 1024 * 1024
+# Calls grpc core may hold before the event loop picks them up (see _OPTIONS): three times
+# the 10,000 streams a restart must take at once. Each holds its headers (a few KiB at most),
+# and the loop picks up a couple of thousand a second, so a longer queue would only hold
+# calls whose clients gave up.
+MAX_PENDING_CALLS = 32_768
 
 _OPTIONS: list[tuple[str, int]] = [
     # Upstream lowered its gRPC buffers to 16 KiB for "lots of connections with relatively low
@@ -58,6 +63,15 @@ _OPTIONS: list[tuple[str, int]] = [
     # The largest valid request is a few KiB (2 KiB of data, 64 endpoints of 32 bytes): the
     # default 4 MiB let one call cost a real share of a core to decode and deduplicate.
     ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+    # grpc core queues a call that arrives before the server asked for the next one, and
+    # grpc.aio asks for one call at a time from the event loop. Past 1,000 queued calls core
+    # cancels new ones at random, and every one past 3,000 (the client sees CANCELLED, our
+    # handler never runs): when every node reconnected after a restart, about a tenth of
+    # 2,000 watches were lost. Queue them (no random drop: both limits equal): our admission
+    # (stream caps, rate limit) answers each with a reason, and core still cancels a call
+    # nobody picked up within grpc.server_max_unrequested_time_in_server (30 s).
+    ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+    ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
 ]
 
 
