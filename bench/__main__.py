@@ -67,9 +67,6 @@ def _benchmarks(quick: bool) -> dict[str, Callable[[], Coroutine[Any, Any, dict[
         ),
         "restart": lazy("bench.restart", affiliates=5_000 if quick else 100_000),
         "storm": lazy("bench.reconnect_storm", **({"streams": 2_000} if quick else {})),
-        "grpc_fanout": lazy(
-            "bench.grpc_fanout", **({"watchers": 1_000, "clusters": 100} if quick else {})
-        ),
     }
     if importlib.util.find_spec("bench.grpc_update") is not None:
         marks["grpc"] = lazy("bench.grpc_update", **({"duration": 2.0} if quick else {}))

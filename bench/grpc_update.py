@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from bench import servers
 from bench.external import Sample, grpc_frame, h2load_grpc, wrk_put
 from bench.http_update import CONNECTIONS, body_parts, median_of
 from bench.servers import free_port, running
@@ -30,14 +31,7 @@ PROCESSES = 32
 
 
 def service_argv(storage: str, http_port: int, grpc_port: int) -> list[str]:
-    # All load comes from one address: besides the rate limit, its caps on clusters and
-    # affiliates held are off, or most HTTP PUTs (100 clusters) would be cheap refusals.
-    return [
-        sys.executable, "-m", "discovery", "--storage", storage,
-        "--http-addr", f"127.0.0.1:{http_port}", "--grpc-addr", f"127.0.0.1:{grpc_port}",
-        "--metrics-addr", "", "--rate-limit", "0", "--max-clusters-per-client", "0",
-        "--max-affiliates-per-client", "0", "--log-level", "warning",
-    ]  # fmt: skip
+    return servers.service_argv(storage, http_port, "--grpc-addr", f"127.0.0.1:{grpc_port}")
 
 
 def requests() -> list[bytes]:

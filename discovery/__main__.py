@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -60,6 +61,8 @@ async def serve(settings: Settings, handoff: Handoff | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runtime.stop_soon)
     async with runtime:
+        # The loaded state lives as long as the process: keep the collector from walking it.
+        gc.freeze()
         if handoff is not None:
             handoff.report(READY)
         await runtime.wait()
@@ -83,6 +86,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(supervise(settings, args))
         if handoff is not None:
             _become_worker(handoff)
+        # Every request allocates hundreds of objects, so the default young-generation trigger
+        # (700) runs the collector constantly, and its older passes pause every watcher's
+        # delivery (measured: 10,000 gRPC watchers, p99 724 -> 165 ms). Cycles are rare here;
+        # reference counting frees almost everything.
+        gc.set_threshold(50_000, 20, 1000)
         # uvloop: the event loop uvicorn itself would pick; the stdlib loop costs noticeably
         # more per socket operation, and every request is several of those.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

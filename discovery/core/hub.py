@@ -16,7 +16,7 @@ from discovery.core.projection import Projection
 
 
 class Subscription:
-    __slots__ = ("_wakeup", "capacity", "closed", "cluster_id", "lagging", "queue")
+    __slots__ = ("_waiter", "capacity", "closed", "cluster_id", "lagging", "queue")
 
     def __init__(self, cluster_id: str, capacity: int) -> None:
         self.cluster_id = cluster_id
@@ -24,11 +24,13 @@ class Subscription:
         self.queue: deque[Change] = deque()
         self.lagging = False
         self.closed = False
-        self._wakeup = asyncio.Event()
+        # A bare future while someone waits, rather than an asyncio.Event (and wait_for's task
+        # and timer per wait): tens of thousands of these are held at once.
+        self._waiter: asyncio.Future[None] | None = None
 
     def close(self) -> None:
         self.closed = True
-        self._wakeup.set()
+        self._wake()
 
     def offer(self, change: Change) -> None:
         if self.lagging:
@@ -38,17 +40,25 @@ class Subscription:
             self.queue.clear()
         else:
             self.queue.append(change)
-        self._wakeup.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def wait(self, timeout: float | None) -> bool:
         """Wait until there is something to do; False on timeout."""
         if self.queue or self.lagging or self.closed:
             return True
-        self._wakeup.clear()
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await waiter
         except TimeoutError:
             return False
+        finally:
+            self._waiter = None
         return True
 
 
