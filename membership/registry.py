@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 from functools import singledispatch
+
+from msgspec.structs import replace
 
 from membership.events import (
     GLOBAL_STREAM,
