@@ -116,18 +116,26 @@ def encode_event(event: Event) -> bytes:
 
 def _naive(event: Event) -> bool:
     # MessagePack would store a naive time as text and read it back naive: refuse it here,
-    # before it reaches the log, as the JSON form's arithmetic did.
-    match event:
-        case AffiliateUpdated(affiliate=a) | EndpointsExpired(affiliate=a):
-            return a.expires_at.tzinfo is None or any(
-                e.expires_at.tzinfo is None for e in a.endpoints
-            )
-        case AffiliateRefreshed():
-            return event.expires_at.tzinfo is None or any(
-                t.tzinfo is None for t in event.endpoint_expiries
-            )
-        case DowntimeCredited():
-            return event.down_from.tzinfo is None or event.down_until.tzinfo is None
+    # before it reaches the log, as the JSON form's arithmetic did. Loops, not any() over a
+    # generator: this runs for every event written.
+    times: tuple[datetime, ...]
+    if isinstance(event, AffiliateUpdated | EndpointsExpired):
+        affiliate = event.affiliate
+        if affiliate.expires_at.tzinfo is None:
+            return True
+        for endpoint in affiliate.endpoints:  # noqa: SIM110 (see above)
+            if endpoint.expires_at.tzinfo is None:
+                return True
+        return False
+    if isinstance(event, AffiliateRefreshed):
+        times = (event.expires_at, *event.endpoint_expiries)
+    elif isinstance(event, DowntimeCredited):
+        times = (event.down_from, event.down_until)
+    else:
+        return False
+    for at in times:  # noqa: SIM110 (see above)
+        if at.tzinfo is None:
+            return True
     return False
 
 
