@@ -13,8 +13,16 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from membership.codec import CodecError, decode_event, encode_b64, event_type, time_to_micros
+from membership.codec import (
+    CodecError,
+    decode_event,
+    encode_b64,
+    encode_event,
+    event_type,
+    time_to_micros,
+)
 from membership.events import (
     AffiliateDeleted,
     AffiliateExpired,
@@ -26,8 +34,9 @@ from membership.events import (
     NodeRevoked,
 )
 from membership.model import Affiliate
+from membership.registry import project
 from tests.membership.codec_vectors import AFFILIATE, EPOCH, MAX_MICROS, MIN_MICROS
-from tests.membership.strategies import T0, US, events
+from tests.membership.strategies import T0, US, Step, events, run_live, steps
 
 # ---------------------------------------------------------------------------------------
 # Known answers.
@@ -144,6 +153,22 @@ def test_every_event_decodes_from_its_json_form(event: Event) -> None:
     decoded = decode_event(event_type(event), _json_form(event))
     assert decoded == event
     assert type(decoded) is type(event)
+
+
+@settings(max_examples=100, deadline=None)
+@given(steps(), st.data())
+def test_a_log_upgraded_in_place_replays_to_the_live_state(
+    script: list[Step], data: st.DataObject
+) -> None:
+    # An upgraded service reads the JSON events its predecessor wrote, then its own.
+    run = run_live(script)
+    upgraded_at = data.draw(st.integers(min_value=0, max_value=len(run.log)))
+    stored = [
+        (stream, event_type(e), _json_form(e) if i < upgraded_at else encode_event(e), rev)
+        for i, (stream, e, rev) in enumerate(run.log)
+    ]
+    replayed = project((stream, decode_event(t, p), rev) for stream, t, p, rev in stored)
+    assert replayed == run.views
 
 
 # ---------------------------------------------------------------------------------------
