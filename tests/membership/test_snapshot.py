@@ -65,7 +65,7 @@ def test_layout_is_exact() -> None:
     # MessagePack: 9x fixarray, ax fixstr, c4 bin 8, d7 ff timestamp 64 (ns << 34 | s).
     at = "d7 ff 1d 6f 28 00 65 53 f1 00"  # 123456000 ns, 1700000000 s
     body = MAGIC + bytes.fromhex(
-        "91"  # one cluster
+        "26 00 00 00"  # the cluster's 38 bytes follow:
         "94 a1 63 07"  # [id "c", revision 7,
         f"91 94 a1 61 c4 02 78 79 91 92 c4 01 65 {at} {at}"  # [affiliate "a"],
         "90"  # no revoked keys]
@@ -91,9 +91,9 @@ def test_the_struct_packed_layout_still_loads() -> None:
     assert decode_snapshot(body + _crc(body)) == {"c": VIEW}
 
 
-def test_empty_snapshot_is_the_magic_and_an_empty_array() -> None:
-    assert encode_snapshot([]) == MAGIC + b"\x90" + _crc(MAGIC + b"\x90")
-    assert decode_snapshot(MAGIC + b"\x90" + _crc(MAGIC + b"\x90")) == {}
+def test_empty_snapshot_is_only_the_magic() -> None:
+    assert encode_snapshot([]) == MAGIC + _crc(MAGIC)
+    assert decode_snapshot(MAGIC + _crc(MAGIC)) == {}
     assert decode_snapshot(b"KSNAP3" + _crc(b"KSNAP3")) == {}
     assert decode_snapshot(b"KSNAP1") == {}
 
@@ -148,7 +148,7 @@ def test_snapshots_written_before_the_checksum_still_load(views: list[ClusterVie
 def test_revoked_keys_survive_and_keep_an_empty_cluster() -> None:
     view = ClusterView("c", {}, 9, frozenset({b"k" * 32, b"j" * 32}))
     blob = encode_snapshot([view])
-    assert blob.endswith(b"\xc4\x20" + b"j" * 32 + b"\xc4\x20" + b"k" * 32 + _crc(blob[:-4]))
+    assert blob.endswith(b"\x92\xc4\x20" + b"j" * 32 + b"\xc4\x20" + b"k" * 32 + _crc(blob[:-4]))
     assert decode_snapshot(blob) == {"c": view}
     blob = _v3([view])
     assert blob.endswith(b"j" * 32 + b"k" * 32 + _crc(blob[:-4]))
@@ -165,7 +165,8 @@ def test_time_out_of_range_is_rejected() -> None:
         decode_snapshot(blob)
     # The year 10000 as a timestamp 96, under a checksum that matches.
     later = bytes.fromhex("c7 0c ff 00 00 00 00 00 00 00 3a ff f4 41 80")  # 253402300800 s
-    body = MAGIC + bytes.fromhex(f"91 94 a1 63 01 91 94 a1 61 c4 00 90 {later.hex()} 90")
+    cluster = bytes.fromhex(f"94 a1 63 01 91 94 a1 61 c4 00 90 {later.hex()} 90")
+    body = MAGIC + struct.pack("<I", len(cluster)) + cluster
     with pytest.raises(CodecError):
         decode_snapshot(body + _crc(body))
 
@@ -173,11 +174,13 @@ def test_time_out_of_range_is_rejected() -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        pytest.param("", id="empty"),
-        pytest.param("80", id="a-map"),
-        pytest.param("91 93 a1 63 01 90", id="cluster-short"),
-        pytest.param("91 94 a1 63 01 91 a1 61 90", id="affiliate-not-an-array"),
-        pytest.param("90 90", id="trailing-bytes"),
+        pytest.param("00 00 00 00", id="empty-cluster"),
+        pytest.param("01 00 00 00 80", id="a-map"),
+        pytest.param("05 00 00 00 93 a1 63 01 90", id="cluster-short"),
+        pytest.param("07 00 00 00 94 a1 63 01 90 90 90", id="trailing-bytes"),
+        pytest.param("09 00 00 00 94 a1 63 01 91 a1 61 90 90", id="affiliate-not-an-array"),
+        pytest.param("09 00 00 00 94 a1 63 01 90 90", id="length-past-the-end"),
+        pytest.param("05 00", id="length-cut"),
     ],
 )
 def test_a_matching_checksum_over_a_wrong_shape_is_rejected(body: str) -> None:
