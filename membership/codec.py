@@ -1,8 +1,24 @@
-"""Serialisation of events (snapshots are in snapshot.py).
+"""Serialisation of events (snapshots are in snapshot.py), and the time and base64 helpers.
 
-JSON keeps the log readable with the sqlite3/psql shells during an incident; blobs are
-standard base64 and times are integer microseconds since the Unix epoch (UTC), which is
-exact and sorts correctly.
+An event's payload is stored beside its type name, in one of three forms, told apart by the
+first byte:
+
+    0x02  u32 CRC-32  MessagePack body   what this version writes
+    0x01  u32 CRC-32  JSON body          written before the binary form (still read)
+    other JSON body                      written before payloads were checksummed (still read)
+
+The binary body is a MessagePack array of the event's fields in declaration order (msgspec
+`array_like`; membership/events.py and model.py fix the order): an affiliate is
+[id, data, [[blob, expiry], ...], expiry], blobs are MessagePack bin, times the MessagePack
+timestamp extension (exact to the microsecond, UTC). Every worker decodes every event it did
+not write itself, so decoding is a hot path: this form decodes in C, about ten times faster
+than JSON with base64 (about 2 us against 20 us for an update with 600 bytes of data and
+two endpoints, checksum included).
+
+The CRC-32 covers the type name, the form byte and the body: a flipped bit can leave a body
+that still parses as a different event, or turn one form into another.
+JSON payloads keep blobs in standard base64 and times as integer microseconds since the
+Unix epoch (UTC).
 """
 
 from __future__ import annotations
@@ -14,6 +30,8 @@ import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import msgspec
 
 from membership.events import (
     AffiliateDeleted,
@@ -28,8 +46,31 @@ from membership.events import (
 from membership.model import Affiliate, Endpoint
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_CHECKED = b"\x01"
+_US = timedelta(microseconds=1)
+_JSON = b"\x01"
+_BINARY = b"\x02"
 _CRC = struct.Struct("<I")
+_HEAD = 1 + _CRC.size
+# Up to here (the year 2096) a float of seconds rounds back to the exact microsecond (its
+# error stays under half a microsecond), and fromtimestamp is faster than timedelta
+# arithmetic; beyond, the exact path.
+_FAST_UNTIL = 4 * 10**15
+
+_TYPES: tuple[type[Event], ...] = (
+    AffiliateUpdated,
+    AffiliateRefreshed,
+    AffiliateDeleted,
+    AffiliateExpired,
+    EndpointsExpired,
+    DowntimeCredited,
+    NodeRevoked,
+)
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODERS: dict[str, msgspec.msgpack.Decoder[Any]] = {
+    t.__name__: msgspec.msgpack.Decoder(t) for t in _TYPES
+}
+# The CRC of each type name and the form byte, so a payload's CRC costs only its body.
+_SEEDS = {t.__name__: zlib.crc32(t.__name__.encode() + _BINARY) for t in _TYPES}
 
 
 class CodecError(ValueError):
@@ -38,11 +79,13 @@ class CodecError(ValueError):
 
 def time_to_micros(at: datetime) -> int:
     """Microseconds since the epoch; `at` must be timezone-aware."""
-    return (at - _EPOCH) // timedelta(microseconds=1)
+    return (at - _EPOCH) // _US
 
 
 def micros_to_time(micros: int) -> datetime:
     """Inverse of time_to_micros, in UTC."""
+    if 0 <= micros < _FAST_UNTIL:
+        return datetime.fromtimestamp(micros / 1_000_000, UTC)
     return _EPOCH + timedelta(microseconds=micros)
 
 
@@ -56,20 +99,82 @@ def decode_b64(text: str) -> bytes:
     return base64.b64decode(text, validate=True)
 
 
-def affiliate_to_dict(affiliate: Affiliate) -> dict[str, Any]:
-    """A JSON-ready form of an affiliate, with expiries."""
-    return {
-        "id": affiliate.id,
-        "data": encode_b64(affiliate.data),
-        "endpoints": [
-            [encode_b64(e.data), time_to_micros(e.expires_at)] for e in affiliate.endpoints
-        ],
-        "expires_at": time_to_micros(affiliate.expires_at),
-    }
+def event_type(event: Event) -> str:
+    """The type name stored beside the payload."""
+    return type(event).__name__
 
 
-def affiliate_from_dict(raw: Mapping[str, Any]) -> Affiliate:
-    """Inverse of affiliate_to_dict."""
+def encode_event(event: Event) -> bytes:
+    """The payload bytes of `event` in the binary form (its type is stored separately);
+    raises TypeError for a naive time, which no form could store as an instant."""
+    name = type(event).__name__
+    if _naive(event):
+        raise TypeError(f"{name} carries a time without a timezone")
+    body = _ENCODER.encode(event)
+    return _BINARY + _CRC.pack(zlib.crc32(body, _SEEDS[name])) + body
+
+
+def _naive(event: Event) -> bool:
+    # MessagePack would store a naive time as text and read it back naive: refuse it here,
+    # before it reaches the log, as the JSON form's arithmetic did. Loops, not any() over a
+    # generator: this runs for every event written.
+    times: tuple[datetime, ...]
+    if isinstance(event, AffiliateUpdated | EndpointsExpired):
+        affiliate = event.affiliate
+        if affiliate.expires_at.tzinfo is None:
+            return True
+        for endpoint in affiliate.endpoints:  # noqa: SIM110 (see above)
+            if endpoint.expires_at.tzinfo is None:
+                return True
+        return False
+    if isinstance(event, AffiliateRefreshed):
+        times = (event.expires_at, *event.endpoint_expiries)
+    elif isinstance(event, DowntimeCredited):
+        times = (event.down_from, event.down_until)
+    else:
+        return False
+    for at in times:  # noqa: SIM110 (see above)
+        if at.tzinfo is None:
+            return True
+    return False
+
+
+def decode_event(type_name: str, payload: bytes) -> Event:
+    """Inverse of encode_event; raises CodecError for unknown types, damaged or malformed
+    payloads. Payloads in the JSON forms (stored by earlier versions) still decode."""
+    if payload[:1] != _BINARY:
+        return _decode_json(type_name, _verified_json(type_name, payload))
+    decoder = _DECODERS.get(type_name)
+    if decoder is None:
+        raise CodecError(f"unknown event type {type_name!r}")
+    body = payload[_HEAD:]  # a copy, yet cheaper than a memoryview for these sizes
+    if len(payload) < _HEAD or _CRC.unpack_from(payload, 1)[0] != zlib.crc32(
+        body, _SEEDS[type_name]
+    ):
+        raise CodecError(f"damaged {type_name} payload (checksum mismatch)")
+    try:
+        event: Event = decoder.decode(body)
+    except msgspec.MsgspecError as exc:
+        raise CodecError(f"malformed {type_name} payload") from exc
+    return event
+
+
+# ---------------------------------------------------------------------------------------
+# The JSON forms, read only.
+
+
+def _verified_json(type_name: str, payload: bytes) -> bytes:
+    if not payload.startswith(_JSON):
+        return payload  # written before payloads were checksummed: plain JSON
+    body = payload[_HEAD:]
+    if len(payload) < _HEAD or _CRC.unpack_from(payload, 1)[0] != zlib.crc32(
+        body, zlib.crc32(type_name.encode())
+    ):
+        raise CodecError(f"damaged {type_name} payload (checksum mismatch)")
+    return body
+
+
+def _affiliate_from_json(raw: Mapping[str, Any]) -> Affiliate:
     return Affiliate(
         id=raw["id"],
         data=decode_b64(raw["data"]),
@@ -78,67 +183,14 @@ def affiliate_from_dict(raw: Mapping[str, Any]) -> Affiliate:
     )
 
 
-def event_type(event: Event) -> str:
-    """The type name stored beside the payload."""
-    return type(event).__name__
-
-
-def encode_event(event: Event) -> bytes:
-    """The payload bytes of `event` (its type is stored separately)."""
-    body: dict[str, Any]
-    match event:
-        case AffiliateUpdated(affiliate=a) | EndpointsExpired(affiliate=a):
-            body = {"affiliate": affiliate_to_dict(a)}
-        case AffiliateRefreshed():
-            body = {
-                "affiliate_id": event.affiliate_id,
-                "expires_at": time_to_micros(event.expires_at),
-                "endpoint_expiries": [time_to_micros(t) for t in event.endpoint_expiries],
-            }
-        case AffiliateDeleted(affiliate_id=i) | AffiliateExpired(affiliate_id=i):
-            body = {"affiliate_id": i}
-        case DowntimeCredited():
-            body = {
-                "down_from": time_to_micros(event.down_from),
-                "down_until": time_to_micros(event.down_until),
-            }
-        case NodeRevoked():
-            body = {
-                "node_key": encode_b64(event.node_key),
-                "signature": encode_b64(event.signature),
-            }
-    return _checked(event_type(event), json.dumps(body, separators=(",", ":")).encode())
-
-
-def _checked(type_name: str, body: bytes) -> bytes:
-    # A flipped bit in stored JSON can leave JSON that parses as a different event, so each
-    # payload carries a CRC-32 of its type and body: 0x01, u32 little-endian, body.
-    crc = zlib.crc32(body, zlib.crc32(type_name.encode()))
-    return _CHECKED + _CRC.pack(crc) + body
-
-
-def _verified(type_name: str, payload: bytes) -> bytes:
-    if not payload.startswith(_CHECKED):
-        return payload  # written before payloads were checksummed: plain JSON
-    body = payload[1 + _CRC.size :]
-    if len(payload) < 1 + _CRC.size or _CRC.unpack_from(payload, 1)[0] != zlib.crc32(
-        body, zlib.crc32(type_name.encode())
-    ):
-        raise CodecError(f"damaged {type_name} payload (checksum mismatch)")
-    return body
-
-
-def decode_event(type_name: str, payload: bytes) -> Event:
-    """Inverse of encode_event; raises CodecError for unknown types, damaged or malformed
-    payloads. Plain JSON payloads (stored before checksums existed) still decode."""
-    verified = _verified(type_name, payload)
+def _decode_json(type_name: str, verified: bytes) -> Event:
     try:
         body = json.loads(verified)
         match type_name:
             case "AffiliateUpdated":
-                return AffiliateUpdated(affiliate=affiliate_from_dict(body["affiliate"]))
+                return AffiliateUpdated(affiliate=_affiliate_from_json(body["affiliate"]))
             case "EndpointsExpired":
-                return EndpointsExpired(affiliate=affiliate_from_dict(body["affiliate"]))
+                return EndpointsExpired(affiliate=_affiliate_from_json(body["affiliate"]))
             case "AffiliateRefreshed":
                 return AffiliateRefreshed(
                     affiliate_id=body["affiliate_id"],

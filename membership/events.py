@@ -3,26 +3,29 @@
 Events that change what a watcher sees carry the affiliate's full resulting state, so a
 watcher resuming from an old revision can be served straight from the log, without folding
 the cluster from the beginning.
+
+Events are msgspec Structs for the reasons given in membership/model.py: immutable, built in
+C, never tracked by the cycle collector. Each event's field order is its stored form
+(membership/codec.py): new fields go last, with a default.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+
+from msgspec import Struct
 
 from membership.keys import node_affiliate_id
 from membership.model import Affiliate
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AffiliateUpdated:
+class AffiliateUpdated(Struct, frozen=True, kw_only=True, gc=False, array_like=True):
     """An affiliate was created, or its data or its set of endpoints changed."""
 
     affiliate: Affiliate
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AffiliateRefreshed:
+class AffiliateRefreshed(Struct, frozen=True, kw_only=True, gc=False, array_like=True):
     """Only expiries moved: the affiliate's and each endpoint's (aligned with its endpoints)."""
 
     affiliate_id: str
@@ -30,29 +33,25 @@ class AffiliateRefreshed:
     endpoint_expiries: tuple[datetime, ...]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AffiliateDeleted:
+class AffiliateDeleted(Struct, frozen=True, kw_only=True, gc=False, array_like=True):
     """A client deleted the affiliate."""
 
     affiliate_id: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AffiliateExpired:
+class AffiliateExpired(Struct, frozen=True, kw_only=True, gc=False, array_like=True):
     """Garbage collection removed the affiliate because its expiry passed."""
 
     affiliate_id: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EndpointsExpired:
+class EndpointsExpired(Struct, frozen=True, kw_only=True, gc=False, array_like=True):
     """Some endpoints expired while the affiliate lives on; carries the remaining state."""
 
     affiliate: Affiliate
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DowntimeCredited:
+class DowntimeCredited(Struct, frozen=True, kw_only=True, gc=False, array_like=True):
     """The service was down from `down_from` to `down_until`; every expiry moves by that span.
 
     Recorded once at start-up, so that downtime does not count against TTLs and replay stays
@@ -63,8 +62,7 @@ class DowntimeCredited:
     down_until: datetime
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NodeRevoked:
+class NodeRevoked(Struct, frozen=True, kw_only=True, gc=False, array_like=True):
     """The cluster key revoked a node key: its bound affiliate is gone and it may not write."""
 
     node_key: bytes

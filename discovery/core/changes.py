@@ -6,7 +6,7 @@ Each front end renders a change once and shares the bytes with every watcher of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from msgspec import Struct
 
 from membership.events import (
     AffiliateDeleted,
@@ -19,8 +19,10 @@ from membership.events import Event as DomainEvent
 from membership.model import Affiliate
 
 
-@dataclass(slots=True, frozen=True, eq=False, weakref_slot=True)
-class Change:
+# One Change per folded event, in every worker: a Struct is built in C (about 80 ns against
+# 400 ns for a frozen dataclass). Compared by identity (eq=False), as the weak frame caches
+# key on it; weakref=True rules out gc=False.
+class Change(Struct, frozen=True, eq=False, weakref=True):
     """A visible change at `revision`: `affiliate` for an update, None for a deletion."""
 
     revision: int
@@ -32,8 +34,7 @@ class Change:
         return self.affiliate is None
 
 
-@dataclass(slots=True, frozen=True)
-class WatchSnapshot:
+class WatchSnapshot(Struct, frozen=True, gc=False):
     """Every live affiliate of the cluster as of `revision` (the first watch message)."""
 
     revision: int

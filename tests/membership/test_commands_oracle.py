@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
+from msgspec.structs import replace
 
 from membership.commands import collect_garbage, delete_affiliate, update_affiliate
 from membership.errors import DomainError, TooManyAffiliates, TooManyEndpoints, TTLTooLarge
