@@ -65,6 +65,7 @@ def _benchmarks(quick: bool) -> dict[str, Callable[[], Coroutine[Any, Any, dict[
             "bench.watch_fanout",
             **({"watchers": 500, "clusters": 50, "rate": 100.0, "duration": 5.0} if quick else {}),
         ),
+        "domain": lazy("bench.domain"),
         "restart": lazy("bench.restart", affiliates=5_000 if quick else 100_000),
         "storm": lazy("bench.reconnect_storm", **({"streams": 2_000} if quick else {})),
     }

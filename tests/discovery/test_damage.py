@@ -52,7 +52,7 @@ def _flip_snapshot_bit(conn: sqlite3.Connection) -> None:
 def _flip_event_byte(conn: sqlite3.Connection) -> None:
     (data,) = conn.execute("SELECT data FROM events WHERE revision = 10").fetchone()
     damaged = bytearray(data)
-    damaged[-3] ^= 0x01  # a digit of the expiry: still valid JSON, a different time
+    damaged[-3] ^= 0x01  # a byte of the expiry: still a valid payload, a different time
     conn.execute("UPDATE events SET data = ? WHERE revision = 10", (bytes(damaged),))
 
 
