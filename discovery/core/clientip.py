@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 IPAddress = IPv4Address | IPv6Address
 
 
+# Every request parses its peer's address, and the same few thousand addresses come back all
+# the time; bounded, so a stream of new ones only evicts.
+@functools.lru_cache(maxsize=4096)
 def _parse(text: str | None) -> IPAddress | None:
     if not text:
         return None

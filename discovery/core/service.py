@@ -109,9 +109,9 @@ class DiscoveryService(Revocations):
         while True:
             try:
                 batch = await self._log.read(self._projection.head, _READ_BATCH)
-                if batch:
-                    self._projection.apply(batch)
-                else:
+                self._projection.apply(batch)
+                if len(batch) < _READ_BATCH:
+                    # Caught up as far as the log knows: waiting first saves an empty read.
                     await self._log.wait_for(self._projection.head, timeout=5.0)
                 self._health.read_succeeded()
                 backoff = 0.1
