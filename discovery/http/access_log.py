@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 
-from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from discovery.settings import Settings
@@ -53,6 +52,5 @@ class AccessLog:
         await self.app(scope, receive, logged)
 
 
-def install(app: FastAPI, settings: Settings) -> None:
-    if settings.access_log:
-        app.add_middleware(AccessLog)
+def wrap(app: ASGIApp, settings: Settings) -> ASGIApp:
+    return AccessLog(app) if settings.access_log else app

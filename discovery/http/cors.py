@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from discovery.settings import Settings
 
 
-def install(app: FastAPI, settings: Settings) -> None:
-    """Allow the configured origins to read the API; must be the outermost middleware so
+def wrap(app: ASGIApp, settings: Settings) -> ASGIApp:
+    """Allow the configured origins to read the API; must be the outermost layer so
     preflight requests are answered before routing, rate limits or body checks."""
     origins = settings.cors_origin_list()
     if not origins:
-        return
-    app.add_middleware(
-        CORSMiddleware,
+        return app
+    return CORSMiddleware(
+        app,
         allow_origins=origins,
         # Reads and writes of the API; no cookies or credentials exist to share.
         allow_methods=["GET", "PUT", "DELETE", "POST"],

@@ -14,6 +14,7 @@ unchanged, so errors, their status codes and messages come from one place.
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import msgspec
@@ -38,6 +39,9 @@ _MAX_ENDPOINTS = 1024  # schemas.AffiliateUpdate.endpoints' max_length
 _JSON = b"application/json"
 _HEADERS_JSON = [(b"content-type", _JSON)]
 _SIGNATURE_HEADERS = frozenset({b"signature", b"signature-input"})
+_INTERNAL = b'{"error":{"code":"internal","message":"internal error"}}'
+
+log = logging.getLogger("discovery.http")
 
 
 class _Update(msgspec.Struct, forbid_unknown_fields=True):
@@ -149,8 +153,8 @@ class Front:
             await self._error(send, "put_affiliate", exc)
             return
         except Exception:
-            self._count("put_affiliate", 500)  # answered by the app's 500 handler
-            raise
+            await self._crashed(send, "put_affiliate")
+            return
         await self._revision(send, "put_affiliate", revision)
 
     async def _delete(self, scope: Scope, send: Send, cluster: str, affiliate: str) -> None:
@@ -163,8 +167,8 @@ class Front:
             await self._error(send, "delete_affiliate", exc)
             return
         except Exception:
-            self._count("delete_affiliate", 500)
-            raise
+            await self._crashed(send, "delete_affiliate")
+            return
         await self._revision(send, "delete_affiliate", revision)
 
     async def _watch(
@@ -176,6 +180,9 @@ class Front:
             stream, first = await sse.open_watch(self._core, cluster, since, last_id, client_ip)
         except ServiceError as exc:
             await self._error(send, "watch", exc)
+            return
+        except Exception:
+            await self._crashed(send, "watch")
             return
         try:
             await sse.stream_watch(stream, first, receive, send)
@@ -232,6 +239,12 @@ class Front:
         extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         await _respond(send, status, body, extra)
         self._count(operation, status)
+
+    async def _crashed(self, send: Send, operation: str) -> None:
+        # This layer is outside FastAPI's error handling: answer as its 500 handler does.
+        log.exception("unhandled error", extra={"operation": operation})
+        await _respond(send, 500, _INTERNAL, [])
+        self._count(operation, 500)
 
     def _count(self, operation: str, status: int) -> None:
         counter = self._counters.get((operation, status))

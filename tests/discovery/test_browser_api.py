@@ -108,6 +108,14 @@ async def test_cors_allows_only_the_configured_origins(cors_client: httpx.AsyncC
     assert "PUT" in preflight.headers["access-control-allow-methods"]
     other = await cors_client.get("/v1/status", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in other.headers
+    # The hot routes answered by the front layer carry the headers too.
+    put = await cors_client.put(
+        "/v1/clusters/c/affiliates/a",
+        json={"data": "ZA==", "ttl": 60},
+        headers={"Origin": "https://ops.example"},
+    )
+    assert put.status_code == 200
+    assert put.headers["access-control-allow-origin"] == "https://ops.example"
 
 
 def test_cors_origins_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
