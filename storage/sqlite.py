@@ -54,17 +54,27 @@ _POLL_SIGNALLED = 1.0
 _POLL_UNSIGNALLED = 0.05
 
 
-def _open_writer(path: str) -> sqlite3.Connection:
-    """The write connection, opened on the thread that will use it."""
-    conn = sqlite3.connect(path, isolation_level=None)
+def _open_writer(path: str, lock: FileLock) -> sqlite3.Connection:
+    """The write connection, opened on the thread that will use it.
+
+    Under the writers' lock: processes started together (workers) would otherwise race to
+    switch a new file to WAL and create the tables, and switching the journal mode does not
+    wait out a busy database the way a transaction does.
+    """
+    lock.acquire()
     try:
-        conn.executescript(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;" + SCHEMA
-        )
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.executescript(
+                "PRAGMA busy_timeout=5000; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                + SCHEMA
+            )
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+    finally:
+        lock.release()
 
 
 def _state(conn: sqlite3.Connection) -> list[Any]:
@@ -114,18 +124,23 @@ class SqliteEventLog:
         writer: sqlite3.Connection | None = None
         reader: aiosqlite.Connection | None = None
         try:
+            lock = FileLock(writer_lock_path(path))
+        except OSError as exc:
+            thread.shutdown(wait=False)
+            raise StorageUnavailable(f"cannot open the lock file of {path!r}: {exc}") from exc
+        try:
             with driver_errors():
-                writer = await loop.run_in_executor(thread, _open_writer, path)
+                try:
+                    writer = await loop.run_in_executor(thread, _open_writer, path, lock)
+                except OSError as exc:  # flock itself failed
+                    raise StorageUnavailable(f"cannot lock {path!r}: {exc}") from exc
                 ((mode, head),) = await loop.run_in_executor(thread, _state, writer)
                 if mode != "wal":
                     raise StorageError(f"{path!r} does not support WAL (journal_mode={mode})")
                 reader = await aiosqlite.connect(path, isolation_level=None)
                 await reader.executescript("PRAGMA query_only=ON; PRAGMA busy_timeout=5000;")
-            try:
-                lock = FileLock(writer_lock_path(path))
-            except OSError as exc:
-                raise StorageUnavailable(f"cannot open the lock file of {path!r}: {exc}") from exc
         except BaseException:
+            lock.close()
             if reader is not None:
                 with suppress(sqlite3.Error, ValueError):
                     await reader.close()

@@ -3,9 +3,7 @@ traceback, a crash or a hang; an unreachable PostgreSQL is waited for instead.""
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,50 +13,33 @@ import pytest
 
 from tests.support.certs import self_signed
 from tests.support.postgres import PostgresServer
-from tests.support.process import ServiceProcess, free_port
+from tests.support.process import ServiceProcess
+from tests.support.startup import assert_one_clear_line, listening_port, run_service
 
 pytestmark = pytest.mark.slow
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    argv = [
-        sys.executable, "-m", "discovery",
-        "--storage", "memory://",
-        "--http-addr", f"127.0.0.1:{free_port()}",
-        "--grpc-addr", f"127.0.0.1:{free_port()}",
-        "--metrics-addr", f"127.0.0.1:{free_port()}",
-        *args,
-    ]  # fmt: skip
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def _assert_one_clear_line(result: subprocess.CompletedProcess[str], *expected: str) -> None:
-    assert result.returncode == 1, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
-    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("discovery-service:")]
-    for text in expected:
-        assert text in line, line
+    return run_service("--storage", "memory://", *args, timeout=timeout)
 
 
 @pytest.fixture
 def taken_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
+    with listening_port() as port:
+        yield port
 
 
 @pytest.mark.parametrize("flag", ["--http-addr", "--grpc-addr", "--metrics-addr"])
 def test_a_port_in_use(flag: str, taken_port: int) -> None:
     result = _run(flag, f"127.0.0.1:{taken_port}")
-    _assert_one_clear_line(result, f"127.0.0.1:{taken_port}", "in use")
+    assert_one_clear_line(result, f"127.0.0.1:{taken_port}", "in use")
 
 
 def test_a_missing_certificate(tmp_path: Path) -> None:
     _, key = self_signed("localhost").write(tmp_path)
     missing = tmp_path / "nowhere.crt"
     result = _run("--tls-cert", str(missing), "--tls-key", str(key))
-    _assert_one_clear_line(result, str(missing), "no such file")
+    assert_one_clear_line(result, str(missing), "no such file")
 
 
 def test_an_unreadable_key(tmp_path: Path) -> None:
@@ -66,19 +47,19 @@ def test_an_unreadable_key(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.key"
     garbage.write_text("not a key\n")
     result = _run("--tls-cert", str(cert), "--tls-key", str(garbage))
-    _assert_one_clear_line(result, "TLS")
+    assert_one_clear_line(result, "TLS")
 
 
 def test_a_key_that_is_a_directory(tmp_path: Path) -> None:
     cert, _ = self_signed("localhost").write(tmp_path)
     result = _run("--tls-cert", str(cert), "--tls-key", str(tmp_path))
-    _assert_one_clear_line(result, "TLS", str(tmp_path))
+    assert_one_clear_line(result, "TLS", str(tmp_path))
 
 
 def test_a_certificate_without_its_key(tmp_path: Path) -> None:
     cert, _ = self_signed("localhost").write(tmp_path)
     result = _run("--tls-cert", str(cert))
-    _assert_one_clear_line(result, "--tls-cert", "--tls-key")
+    assert_one_clear_line(result, "--tls-cert", "--tls-key")
 
 
 def test_a_certificate_for_another_key(tmp_path: Path) -> None:
@@ -87,12 +68,12 @@ def test_a_certificate_for_another_key(tmp_path: Path) -> None:
     cert, _ = self_signed("localhost").write(tmp_path / "a")
     _, other_key = self_signed("localhost").write(tmp_path / "b")
     result = _run("--tls-cert", str(cert), "--tls-key", str(other_key))
-    _assert_one_clear_line(result, "TLS")
+    assert_one_clear_line(result, "TLS")
 
 
 @pytest.mark.parametrize("url", ["mysql://db/x", "sqlite://", "nonsense"])
 def test_a_bad_storage_url(url: str) -> None:
-    _assert_one_clear_line(_run("--storage", url), "storage", url)
+    assert_one_clear_line(_run("--storage", url), "storage", url)
 
 
 def test_an_unwritable_data_directory(tmp_path: Path) -> None:
@@ -100,7 +81,7 @@ def test_an_unwritable_data_directory(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     url = f"sqlite:///{blocker}/data/discovery.db"
-    _assert_one_clear_line(_run("--storage", url), "storage", str(blocker))
+    assert_one_clear_line(_run("--storage", url), "storage", str(blocker))
 
 
 def test_an_unreachable_postgresql_is_waited_for(postgres_server: PostgresServer) -> None:

@@ -8,9 +8,7 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ import pytest
 from discovery.proto import cluster_pb2 as pb
 from discovery.proto import cluster_pb2_grpc
 from tests.support.process import ServiceProcess, free_port
+from tests.support.startup import assert_one_clear_line, listening_port, run_service
 
 pytestmark = pytest.mark.slow
 
@@ -215,42 +214,24 @@ def test_sigterm_drains_every_worker_and_exits_0(tmp_path: Path) -> None:
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    argv = [
-        sys.executable, "-m", "discovery",
-        "--workers", "2",
-        "--http-addr", f"127.0.0.1:{free_port()}",
-        "--grpc-addr", f"127.0.0.1:{free_port()}",
-        "--metrics-addr", f"127.0.0.1:{free_port()}",
-        *args,
-    ]  # fmt: skip
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def _assert_one_clear_line(result: subprocess.CompletedProcess[str], *expected: str) -> None:
-    assert result.returncode == 1, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
-    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("discovery-service:")]
-    for text in expected:
-        assert text in line, line
+    return run_service("--workers", "2", *args, timeout=timeout)
 
 
 @pytest.fixture
 def taken_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
+    with listening_port() as port:
+        yield port
 
 
 @pytest.mark.parametrize("flag", ["--http-addr", "--grpc-addr", "--metrics-addr"])
 def test_a_port_in_use_is_one_line(flag: str, taken_port: int, tmp_path: Path) -> None:
     result = _run("--storage", f"sqlite:///{tmp_path}/e.db", flag, f"127.0.0.1:{taken_port}")
-    _assert_one_clear_line(result, f"127.0.0.1:{taken_port}", "in use")
+    assert_one_clear_line(result, f"127.0.0.1:{taken_port}", "in use")
 
 
 def test_a_grpc_port_held_by_a_running_supervisor_is_refused(service: ServiceProcess) -> None:
     result = _run("--storage", "sqlite:///x.db", "--grpc-addr", f"127.0.0.1:{service.grpc_port}")
-    _assert_one_clear_line(result, f"127.0.0.1:{service.grpc_port}", "in use")
+    assert_one_clear_line(result, f"127.0.0.1:{service.grpc_port}", "in use")
 
 
 def test_storage_a_worker_cannot_open_is_one_line(tmp_path: Path) -> None:
@@ -258,7 +239,7 @@ def test_storage_a_worker_cannot_open_is_one_line(tmp_path: Path) -> None:
     blocker.write_text("")
     url = f"sqlite:///{blocker}/data/discovery.db"
     result = _run("--storage", url)
-    _assert_one_clear_line(result, "storage", str(blocker))
+    assert_one_clear_line(result, "storage", str(blocker))
 
 
 def test_memory_storage_with_workers_is_a_settings_error() -> None:

@@ -7,6 +7,8 @@ import errno
 import os
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -281,3 +283,37 @@ async def test_a_failing_writer_lock_is_unavailable(
         await log.mark_alive(datetime.now(UTC))
     monkeypatch.undo()
     assert await log.append("a", [ev("after")]) == 1
+
+
+_OPEN_AND_APPEND = """
+import asyncio, sys
+from storage import NewEvent, open_storage
+
+async def main() -> None:
+    storage = await open_storage(sys.argv[1])
+    try:
+        for _ in range(int(sys.argv[2])):
+            revision = await storage.log.append("s", [NewEvent("Test", b"x")])
+        print(revision)
+    finally:
+        await storage.aclose()
+
+asyncio.run(main())
+"""
+
+
+def _open_and_append(url: str, count: int) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-c", _OPEN_AND_APPEND, url, str(count)]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_processes_opening_a_new_file_at_once_all_start(tmp_path: Path) -> None:
+    # Workers start together, on a file that may not exist yet, while the first to start is
+    # already writing: none may fail to open with "database is locked".
+    for attempt in range(3):
+        url = f"sqlite:///{tmp_path}/fresh{attempt}.db"
+        procs = [_open_and_append(url, 400)] + [_open_and_append(url, 1) for _ in range(8)]
+        outcomes = [proc.communicate(timeout=120) for proc in procs]
+        failed = [err for proc, (_, err) in zip(procs, outcomes, strict=True) if proc.returncode]
+        assert not failed, failed[0][-2000:]
+        assert max(int(out) for out, _ in outcomes) == 408
