@@ -9,9 +9,9 @@ import socket
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
+from tests.support.bystander import bystander_served
 from tests.support.process import ServiceProcess
 
 pytestmark = pytest.mark.slow
@@ -36,15 +36,6 @@ def service() -> Iterator[ServiceProcess]:
         proc.stop()
 
 
-def _bystander_served(url: str) -> None:
-    transport = httpx.HTTPTransport(local_address="127.0.0.2")
-    with httpx.Client(base_url=url, timeout=5, transport=transport) as http:
-        started = time.monotonic()
-        r = http.put("/v1/clusters/c/affiliates/a", json={"data": "ZA==", "ttl": 60})
-        assert r.status_code == 200
-        assert time.monotonic() - started < 1.0
-
-
 def _connect(service: ServiceProcess) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", service.http_port), timeout=5)
     return sock
@@ -67,11 +58,11 @@ def test_idle_sockets_past_the_cap_are_refused_and_the_rest_time_out(
         time.sleep(0.2)
         extra = stack.enter_context(_connect(service))
         assert _closed_within(extra, 2).startswith(b"HTTP/1.1 429")
-        _bystander_served(service.url)
+        bystander_served(service.url)
         # Sockets that never send a request are closed after the header timeout.
         for sock in idle:
             assert _closed_within(sock, 5) == b""
-    _bystander_served(service.url)
+    bystander_served(service.url)
 
 
 def test_slow_headers_are_cut_off(service: ServiceProcess) -> None:
@@ -84,7 +75,7 @@ def test_slow_headers_are_cut_off(service: ServiceProcess) -> None:
                 sock.sendall(b"x-slow: 1\r\n")
         assert _closed_within(sock, 5) == b""
         assert time.monotonic() - started < 4
-        _bystander_served(service.url)
+        bystander_served(service.url)
 
 
 def test_a_stalled_body_is_cut_off(service: ServiceProcess) -> None:
@@ -96,7 +87,7 @@ def test_a_stalled_body_is_cut_off(service: ServiceProcess) -> None:
         started = time.monotonic()
         _closed_within(sock, 5)
         assert time.monotonic() - started < 4
-    _bystander_served(service.url)
+    bystander_served(service.url)
 
 
 def test_a_huge_header_is_refused(service: ServiceProcess) -> None:
@@ -105,7 +96,7 @@ def test_a_huge_header_is_refused(service: ServiceProcess) -> None:
             b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 64 * 1024 + b"\r\n\r\n"
         )
         assert _closed_within(sock, 5).startswith(b"HTTP/1.1 431")
-    _bystander_served(service.url)
+    bystander_served(service.url)
 
 
 def _rss_kib(pid: int) -> int:
@@ -125,8 +116,8 @@ def test_pipelining_without_reading_is_bounded(service: ServiceProcess) -> None:
             sock = stack.enter_context(_connect(service))
             with contextlib.suppress(OSError):
                 sock.sendall(request * 2000)  # never reads the answers
-        _bystander_served(service.url)
+        bystander_served(service.url)
         time.sleep(0.5)
         grown_mib = (_rss_kib(service.proc.pid) - before) / 1024
         assert grown_mib < 64, grown_mib
-    _bystander_served(service.url)
+    bystander_served(service.url)

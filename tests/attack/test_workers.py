@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.bystander import bystander_served
 from tests.support.process import ServiceProcess
 
 pytestmark = pytest.mark.slow
@@ -43,15 +44,6 @@ def service(tmp_path: Path) -> Iterator[ServiceProcess]:
         proc.stop()
 
 
-def _bystander_served(url: str) -> None:
-    transport = httpx.HTTPTransport(local_address="127.0.0.2")
-    with httpx.Client(base_url=url, timeout=5, transport=transport) as http:
-        started = time.monotonic()
-        r = http.put("/v1/clusters/c/affiliates/bystander", json={"data": "ZA==", "ttl": 60})
-        assert r.status_code == 200
-        assert time.monotonic() - started < 1.0
-
-
 def test_idle_sockets_past_every_workers_cap_are_refused(service: ServiceProcess) -> None:
     extra = 10
     with contextlib.ExitStack() as stack:
@@ -64,7 +56,7 @@ def test_idle_sockets_past_every_workers_cap_are_refused(service: ServiceProcess
         refused = [s for s in readable if s.recv(65536).startswith(b"HTTP/1.1 429")]
         # Each worker holds at most PER_CLIENT of them, whichever worker took which.
         assert len(refused) >= extra
-        _bystander_served(service.url)
+        bystander_served(service.url, "bystander")
 
 
 def test_one_connection_sees_exactly_the_configured_rate(service: ServiceProcess) -> None:
@@ -78,7 +70,7 @@ def test_one_connection_sees_exactly_the_configured_rate(service: ServiceProcess
     assert BURST <= codes.count(200) <= BURST + RATE * elapsed + 1
     assert codes[:BURST] == [200] * BURST
     assert worker in {"1", "2"}
-    _bystander_served(service.url)
+    bystander_served(service.url, "bystander")
 
 
 def test_a_flood_over_many_connections_gets_at_most_a_share_per_worker(
@@ -91,7 +83,7 @@ def test_a_flood_over_many_connections_gets_at_most_a_share_per_worker(
         r = httpx.get(f"{service.url}/v1/clusters/c/affiliates", timeout=5)
         ok += r.status_code == 200
         if i % BURST == 0:
-            _bystander_served(service.url)
+            bystander_served(service.url, "bystander")
     elapsed = time.monotonic() - started
     assert ok <= 2 * (BURST + RATE * elapsed + 1)
     assert ok < 6 * BURST

@@ -10,7 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.http_api import history, record_watch
+from tests.support.http_api import (
+    assert_acknowledged_writes_kept,
+    assert_watchers_resume_exactly,
+    record_watch,
+)
 from tests.support.process import ServiceProcess
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -54,34 +58,7 @@ async def test_sigkill_under_load_loses_no_acknowledged_write(tmp_path: Path) ->
     restarted = ServiceProcess(storage, extra=["--rate-limit", "0"], http_port=proc.http_port)
     restarted.start()
     try:
-        async with httpx.AsyncClient(base_url=restarted.url, timeout=10) as http:
-            for cluster in {c for c, _, _ in acked}:
-                listing = (await http.get(f"/v1/clusters/{cluster}/affiliates")).json()
-                live = {a["id"] for a in listing["affiliates"]}
-                history_ids = {
-                    e["revision"]: e["affiliate_id"] for e in await history(restarted.url, cluster)
-                }
-                for c, name, revision in acked:
-                    if c == cluster:
-                        assert name in live, f"acknowledged write {name} lost"
-                        assert history_ids.get(revision) == name
-
-            # Each watcher resumes from the last id it saw and must end up having seen
-            # exactly the cluster's history: every revision once, in order.
-            for cluster in WATCHED:
-                before = [r for r in seen[cluster] if r >= 0]
-                assert seen[cluster][0] == -1 and before, "watcher saw no snapshot or events"
-                resumed: list[int] = []
-                task = asyncio.create_task(
-                    record_watch(restarted.url, cluster, resumed, since=before[-1])
-                )
-                expected = [e["revision"] for e in await history(restarted.url, cluster)]
-                expected = expected[expected.index(before[0]) :]
-                async with asyncio.timeout(10):
-                    while before + resumed != expected:
-                        assert len(before + resumed) <= len(expected), "duplicate event"
-                        await asyncio.sleep(0.05)
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        await assert_acknowledged_writes_kept(restarted.url, acked)
+        await assert_watchers_resume_exactly(restarted.url, seen)
     finally:
         assert restarted.stop() == 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import os
 import signal
 import time
@@ -16,7 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.http_api import history, record_watch
+from tests.support.http_api import (
+    assert_acknowledged_writes_kept,
+    assert_watchers_resume_exactly,
+    history,
+    record_watch,
+)
 from tests.support.process import ServiceProcess
 from tests.support.sse import SSEEvent, events
 
@@ -164,35 +168,8 @@ async def test_sigkill_of_a_worker_then_the_supervisor_loses_no_acknowledged_wri
     ).start()
     try:
         restarted.wait_workers()
-        async with httpx.AsyncClient(base_url=restarted.url, timeout=10) as http:
-            for cluster in {c for c, _, _ in acked}:
-                listing = (await http.get(f"/v1/clusters/{cluster}/affiliates")).json()
-                live = {a["id"] for a in listing["affiliates"]}
-                by_revision = {
-                    e["revision"]: e["affiliate_id"] for e in await history(restarted.url, cluster)
-                }
-                for c, name, revision in acked:
-                    if c == cluster:
-                        assert name in live, f"acknowledged write {name} lost"
-                        assert by_revision.get(revision) == name, "one revision given twice"
-
-        # Every watcher resumes from its last id (on whichever worker) and has then seen
-        # exactly the cluster's history: every revision once, in order.
-        for cluster in WATCHED:
-            before = [r for r in seen[cluster] if r >= 0]
-            assert seen[cluster][0] == -1 and before, "watcher saw no snapshot or events"
-            resumed: list[int] = []
-            task = asyncio.create_task(
-                record_watch(restarted.url, cluster, resumed, since=before[-1])
-            )
-            expected = [e["revision"] for e in await history(restarted.url, cluster)]
-            expected = expected[expected.index(before[0]) :]
-            async with asyncio.timeout(10):
-                while before + resumed != expected:
-                    assert len(before + resumed) <= len(expected), "duplicate event"
-                    await asyncio.sleep(0.05)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await assert_acknowledged_writes_kept(restarted.url, acked)
+        # Every watcher resumes on whichever worker it reaches.
+        await assert_watchers_resume_exactly(restarted.url, seen)
     finally:
         assert restarted.stop() == 0

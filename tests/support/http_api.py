@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
@@ -40,3 +41,34 @@ async def record_watch(url: str, cluster: str, ids: list[int], since: int | None
                     ids.append(-1)
                 elif event.id is not None:
                     ids.append(event.id)
+
+
+async def assert_acknowledged_writes_kept(url: str, acked: list[tuple[str, str, int]]) -> None:
+    """Every acknowledged (cluster, affiliate, revision) is live, under its own revision."""
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        for cluster in {c for c, _, _ in acked}:
+            listing = (await http.get(f"/v1/clusters/{cluster}/affiliates")).json()
+            live = {a["id"] for a in listing["affiliates"]}
+            by_revision = {e["revision"]: e["affiliate_id"] for e in await history(url, cluster)}
+            for c, name, revision in acked:
+                if c == cluster:
+                    assert name in live, f"acknowledged write {name} lost"
+                    assert by_revision.get(revision) == name, "one revision given twice"
+
+
+async def assert_watchers_resume_exactly(url: str, seen: dict[str, list[int]]) -> None:
+    """Each watcher resumes from the last id it saw and has then seen exactly its cluster's
+    history: every revision once, in order (`seen` as `record_watch` fills it)."""
+    for cluster, ids in seen.items():
+        before = [r for r in ids if r >= 0]
+        assert ids[0] == -1 and before, "watcher saw no snapshot or events"
+        resumed: list[int] = []
+        task = asyncio.create_task(record_watch(url, cluster, resumed, since=before[-1]))
+        expected = [e["revision"] for e in await history(url, cluster)]
+        expected = expected[expected.index(before[0]) :]
+        async with asyncio.timeout(10):
+            while before + resumed != expected:
+                assert len(before + resumed) <= len(expected), "duplicate event"
+                await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
