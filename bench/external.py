@@ -133,7 +133,6 @@ def wrk_put(
     server: int | None = None,
 ) -> Sample:
     """`wrk -t1` PUTs cycling over clusters x affiliates, each body new for its affiliate."""
-    wrk = require("wrk")
     script = _WRK_SCRIPT.format(
         clusters=clusters,
         affiliates=affiliates,
@@ -142,6 +141,14 @@ def wrk_put(
         ep2=endpoints[1],
         method=method,
     )
+    return wrk_script(port, script, connections=connections, duration=duration, server=server)
+
+
+def wrk_script(
+    port: int, script: str, *, connections: int, duration: float, server: int | None = None
+) -> Sample:
+    """`wrk -t1` driven by a Lua `script`; the server's CPU is measured when `server` is given."""
+    wrk = require("wrk")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "put.lua"
         path.write_text(script)

@@ -126,10 +126,16 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
-def wait_workers(port: int, count: int, timeout: float = 60.0) -> None:
-    """Wait until `count` worker processes answer (each names itself in a response header):
+def worker_count(workers: str) -> int:
+    """Processes a `--workers` value starts here (`auto`: one per core this process may use)."""
+    return len(os.sched_getaffinity(0)) if workers == "auto" else int(workers)
+
+
+def wait_workers(port: int, workers: str, timeout: float = 60.0) -> None:
+    """Wait until every worker process answers (each names itself in a response header):
     measuring from the first ready worker would measure one worker for the first seconds."""
-    seen: set[str] = set()
+    count = worker_count(workers)
+    seen: set[str] = set() if count > 1 else {"the only one"}
     deadline = time.monotonic() + timeout
     while len(seen) < count:
         if time.monotonic() > deadline:

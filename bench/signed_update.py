@@ -14,13 +14,12 @@ import base64
 import json
 import os
 import tempfile
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.external import Sample, _run_all, _with_server, parse_wrk, require
+from bench.external import Sample, wrk_script
 from bench.http_update import median_of
 from bench.servers import free_port, running, service_argv
 from discovery.client.signing import RequestSigner
@@ -67,16 +66,7 @@ def _script(requests: list[str]) -> str:
 
 
 def _wrk(port: int, server: int, script: str, connections: int, duration: float) -> Sample:
-    wrk = require("wrk")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "put.lua"
-        path.write_text(script)
-        argv = [
-            wrk, "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "--timeout", "10s",
-            "-s", str(path), f"http://127.0.0.1:{port}",
-        ]  # fmt: skip
-        (out,), cpu, wall, served = _run_all([argv], server)
-    return _with_server(parse_wrk(out, cpu / wall * 100), served, duration, server)
+    return wrk_script(port, script, connections=connections, duration=duration, server=server)
 
 
 async def run(duration: float = 5.0, rounds: int = 3) -> dict[str, Any]:

@@ -53,9 +53,7 @@ def measure(
             *(("--workers", workers) if workers != "1" else ()),
         )  # fmt: skip
         with running(argv, http_port, "/readyz") as proc:
-            count = len(os.sched_getaffinity(0)) if workers == "auto" else int(workers)
-            if count > 1:
-                wait_workers(http_port, count)
+            wait_workers(http_port, workers)
             rss_before = tree_rss_bytes(proc.pid)
             connected = ctx.Value("i", 0)
             stop = ctx.Event()

@@ -16,17 +16,13 @@ from typing import Any
 
 from bench.external import Sample
 from bench.http_update import CONNECTIONS, body_parts, measure, median_of
-from bench.servers import free_port, running, service_argv, wait_workers
+from bench.servers import free_port, running, service_argv, wait_workers, worker_count
 from tests.support.postgres import PostgresServer
 
 WORKERS = ("1", "2", "auto")
 # Sidero's Go discovery service on this machine (figures from the hot-path issue, measured with
 # a Go gRPC load generator: in memory, no fsync). Not re-measured here: no Go toolchain.
 SIDERO_GO_RPS = {32: 14_500.0, 256: 18_200.0}
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 async def run(duration: float = 5.0, rounds: int = 2) -> dict[str, Any]:
@@ -49,9 +45,7 @@ async def run(duration: float = 5.0, rounds: int = 2) -> dict[str, Any]:
                         port = free_port()
                         argv = service_argv(url, port, "--workers", workers)
                         with running(argv, port, "/readyz") as proc:
-                            count = _cores() if workers == "auto" else int(workers)
-                            if count > 1:
-                                wait_workers(port, count)
+                            wait_workers(port, workers)
                             measured = measure(port, proc.pid, payload, endpoints, duration)
                         for c, sample in measured.items():
                             samples.setdefault((name, workers, c), []).append(sample)
@@ -60,7 +54,7 @@ async def run(duration: float = 5.0, rounds: int = 2) -> dict[str, Any]:
 
     out: dict[str, Any] = {
         "load_average_at_start": [round(x, 2) for x in load_average],
-        "cores": _cores(),
+        "cores": worker_count("auto"),
     }
     for (name, workers, c), group in samples.items():
         out.setdefault(name, {}).setdefault(f"workers_{workers}", {})[f"c{c}"] = median_of(group)
